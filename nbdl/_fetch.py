@@ -1,0 +1,130 @@
+"""``nbdl.fetch``: validate everything, then download a batch with a ``DownloadManager``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from ._errors import InvalidConfigError
+from ._manager import DownloadManager, queue_all
+from ._models import FileConfig, Results, check_headers
+from ._tracker import NullTracker, Tracker
+from ._worker import DownloadWorker, RetryPolicy
+
+TrackerChoice = str | Tracker
+
+
+async def fetch(
+    items: Iterable[str | FileConfig],
+    dest: str | Path = ".",
+    *,
+    max_workers: int = 3,
+    tracker: TrackerChoice = "auto",
+    retries: int | RetryPolicy = 3,
+    # The public contract names it `timeout`: it bounds each download, not this call.
+    timeout: float | None = None,  # noqa: ASYNC109
+    read_timeout: float | None = 60,
+    overwrite: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> Results:
+    """Download every item into ``dest`` concurrently and return one result per item.
+
+    Every item and setting is validated before the first request: a bad one raises
+    ``InvalidConfigError`` (a ``ValueError``) naming it, and nothing is downloaded.  A file that
+    fails is reported in the results, never raised; see ``Results.raise_for_errors()``.
+    """
+    settings = check_settings(
+        max_workers=max_workers,
+        retries=retries,
+        timeout=timeout,
+        read_timeout=read_timeout,
+        overwrite=overwrite,
+        headers=headers,
+    )
+    chosen = resolve_tracker(tracker)
+    worker = DownloadWorker(
+        retry=settings.retry,
+        timeout=timeout,
+        read_timeout=read_timeout,
+        overwrite=overwrite,
+    )
+    if isinstance(items, str | FileConfig):
+        raise InvalidConfigError(
+            "items must be an iterable of URLs or FileConfig objects; wrap a single one in a list"
+        )
+    manager = DownloadManager(
+        dest=dest,
+        max_workers=max_workers,
+        tracker=chosen,
+        worker=worker,
+        headers=settings.headers,
+    )
+    # Queue (and so validate) every item before the session opens: bad input costs no request.
+    queue_all(manager, items)
+    async with manager:
+        return await manager.run()
+
+
+class _Settings:
+    __slots__ = ("headers", "retry")
+
+    def __init__(self, retry: RetryPolicy, headers: dict[str, str]) -> None:
+        self.retry = retry
+        self.headers = headers
+
+
+def check_settings(
+    *,
+    max_workers: object,
+    retries: object,
+    timeout: object,
+    read_timeout: object,
+    overwrite: object,
+    headers: object,
+) -> _Settings:
+    """Validate ``fetch``'s settings; raises ``InvalidConfigError`` naming the bad one."""
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+        raise InvalidConfigError(f"max_workers must be an int >= 1, got {max_workers!r}")
+    if isinstance(retries, RetryPolicy):
+        retry = retries
+    else:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidConfigError(f"retries must be an int >= 0, got {retries!r}")
+        retry = RetryPolicy(retries=retries)
+    for name, value in (("timeout", timeout), ("read_timeout", read_timeout)):
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise InvalidConfigError(
+                f"{name} must be a number of seconds > 0 or None, got {value!r}"
+            )
+    if not isinstance(overwrite, bool):
+        raise InvalidConfigError(f"overwrite must be True or False, got {overwrite!r}")
+    try:
+        checked = check_headers(headers) if headers is not None else {}
+    except ValueError as exc:
+        raise InvalidConfigError(str(exc)) from None
+    return _Settings(retry, checked)
+
+
+def resolve_tracker(tracker: object) -> Tracker:
+    """Turn ``tracker=`` into a tracker object: "auto", "none", or anything with the protocol."""
+    if isinstance(tracker, str):
+        if tracker == "none":
+            return NullTracker()
+        if tracker == "auto":
+            return NullTracker()
+        raise InvalidConfigError(
+            f"tracker must be 'auto', 'none' or a tracker object, not {tracker!r}"
+        )
+    if isinstance(tracker, Tracker):
+        return tracker
+    raise InvalidConfigError(
+        f"tracker {tracker!r} lacks register_download/patch_download/start/close"
+    )

@@ -1,0 +1,218 @@
+"""``DownloadManager``: one HTTP session, a priority queue and a pool of workers for a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+import aiohttp
+
+from . import _state
+from ._errors import InvalidConfigError
+from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
+from ._naming import check_explicit_filename, fallback_name, name_from_url
+from ._tracker import DownloadTracker, NullTracker, Tracker
+from ._urls import redact_url
+from ._version import USER_AGENT
+from ._worker import DownloadWorker, Report, WorkItem
+
+
+class DownloadManager:
+    """Runs a batch: every queued item is downloaded by at most ``max_workers`` workers.
+
+    Use it as an async context manager; it owns (and closes) the ``aiohttp.ClientSession``
+    unless one is injected with ``client=``::
+
+        async with DownloadManager(dest="data", max_workers=4) as manager:
+            manager.add_to_queue("https://example.org/a.csv")
+            results = await manager.run()
+    """
+
+    def __init__(
+        self,
+        *,
+        dest: str | Path = ".",
+        max_workers: int = 3,
+        client: aiohttp.ClientSession | None = None,
+        tracker: Tracker | None = None,
+        worker: DownloadWorker | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise InvalidConfigError(f"max_workers must be an int >= 1, got {max_workers!r}")
+        if not isinstance(dest, str | Path) or str(dest) == "":
+            raise InvalidConfigError(f"dest must be a folder path, got {dest!r}")
+        self.dest = Path(dest).expanduser()
+        self.max_workers = max_workers
+        self.tracker: Tracker = tracker if tracker is not None else NullTracker()
+        self.worker = worker or DownloadWorker()
+        self.headers = dict(headers or {})
+        self._client = client
+        self._owns_client = client is None
+        self._store = DownloadTracker()
+        self._queue: asyncio.PriorityQueue[tuple[int, int, WorkItem]] = asyncio.PriorityQueue()
+        self._order: list[str] = []
+        self._items: dict[str, WorkItem] = {}
+        self._claims: dict[Path, str] = {}
+        self._seq = itertools.count()
+
+    async def __aenter__(self) -> DownloadManager:
+        if self._client is None:
+            self._client = self._make_session()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session if this manager created it."""
+        if self._owns_client and self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def _make_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=max(self.max_workers, 10), ttl_dns_cache=300, enable_cleanup_closed=True
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": USER_AGENT},
+            # The worker applies per-request timeouts; the session must not add a total one.
+            timeout=aiohttp.ClientTimeout(total=None),
+            read_bufsize=2 * self.worker.chunk_size,
+            trust_env=True,
+        )
+
+    def add_to_queue(self, item: str | FileConfig) -> DownloadInfo:
+        """Queue one URL or ``FileConfig``; returns its initial record (status QUEUED).
+
+        The same URL queued twice for the same file is downloaded once.  Raises
+        ``InvalidConfigError`` (a ``ValueError``) for a bad item or a clash of final paths.
+        """
+        config = _as_config(item)
+        name, fixed = self._resolve_name(config)
+        path = self.dest / name
+        known = self._items.get(config.url)
+        if known is not None:
+            if known.path != path:
+                raise InvalidConfigError(
+                    f"{redact_url(config.url)} is listed twice with different file names "
+                    f"({known.name!r} and {name!r}); download it once and copy the file"
+                )
+            self._order.append(config.url)
+            return self._store.get(config.url)
+        owner = self._claims.get(path)
+        if owner is not None:
+            raise InvalidConfigError(
+                f"{redact_url(config.url)} and {redact_url(owner)} would both be saved as "
+                f"{path}; give one of them a FileConfig(filename=...)"
+            )
+        headers = {**self.headers, **(config.headers or {})}
+        work = WorkItem(
+            config=config,
+            dest=self.dest,
+            name=name,
+            name_fixed=fixed,
+            headers=headers,
+            index=len(self._items),
+            checksum=config.parsed_checksum,
+        )
+        self._claims[path] = config.url
+        self._items[config.url] = work
+        self._order.append(config.url)
+        info = DownloadInfo(
+            url=config.url, path=path, priority=config.priority, total_bytes=config.size_bytes
+        )
+        self._store.register_download(info)
+        self.tracker.register_download(info)
+        # Higher priority first; the sequence number keeps input order among equals.
+        self._queue.put_nowait((-config.priority, next(self._seq), work))
+        return info
+
+    def _resolve_name(self, config: FileConfig) -> tuple[str, bool]:
+        if config.filename is not None:
+            return check_explicit_filename(config.filename), True
+        record = _state.load(self.dest, config.url)
+        if record is not None and record.name:
+            return record.name, False
+        return name_from_url(config.url) or fallback_name(config.url), False
+
+    def _claim(self, url: str, path: Path) -> bool:
+        owner = self._claims.setdefault(path, url)
+        return owner == url
+
+    def _reporter(self, url: str) -> Report:
+        store, tracker = self._store, self.tracker
+
+        def report(patch: PatchDownloadInfo) -> None:
+            store.patch_download(url, patch)
+            tracker.patch_download(url, patch)
+
+        return report
+
+    async def run(self) -> Results:
+        """Download everything queued; returns one ``DownloadInfo`` per queued item, in order.
+
+        Failures are reported in the results, never raised.  Cancelling this coroutine cancels
+        every download (partial files stay for resume) and re-raises ``CancelledError``.
+        """
+        if self._client is None:
+            raise RuntimeError("use 'async with DownloadManager(...)' before run()")
+        self.tracker.start()
+        try:
+            count = min(self.max_workers, self._queue.qsize())
+            async with asyncio.TaskGroup() as group:
+                for _ in range(count):
+                    group.create_task(self._work(self._client))
+        except asyncio.CancelledError:
+            self._cancel_queued()
+            raise
+        finally:
+            self.tracker.close()
+        return Results([self._store.get(url) for url in self._order])
+
+    def _cancel_queued(self) -> None:
+        cancelled = PatchDownloadInfo(status=DownloadStatus.CANCELLED, error="cancelled")
+        for info in self._store.downloads():
+            if not info.is_terminal():
+                self._reporter(info.url)(cancelled)
+
+    async def _work(self, session: aiohttp.ClientSession) -> None:
+        while True:
+            try:
+                _, _, item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            claim = functools.partial(self._claim, item.url)
+            await self.worker.download(session, item, self._reporter(item.url), claim)
+
+
+def _as_config(item: object) -> FileConfig:
+    if isinstance(item, FileConfig):
+        return item
+    if isinstance(item, str):
+        try:
+            return FileConfig(item)
+        except ValueError as exc:
+            raise InvalidConfigError(f"bad item {item!r}: {exc}") from None
+    raise InvalidConfigError(
+        f"each item must be a URL string or an nbdl.FileConfig, not {type(item).__name__}: {item!r}"
+    )
+
+
+def queue_all(manager: DownloadManager, items: Iterable[str | FileConfig]) -> None:
+    """Queue every item, naming the bad one (by position) if any is invalid."""
+    for position, item in enumerate(items):
+        try:
+            manager.add_to_queue(item)
+        except ValueError as exc:
+            raise InvalidConfigError(f"item {position}: {exc}") from None

@@ -1,0 +1,349 @@
+"""The data model: what to download (``FileConfig``) and what happened (``DownloadInfo``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import html
+import string
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import overload
+
+from ._errors import DownloadError, ErrorKind, error_from_info
+from ._naming import check_explicit_filename
+from ._urls import check_url, redact_url
+
+
+class DownloadStatus(StrEnum):
+    """Where a download is in its life: QUEUED → PENDING → IN_PROGRESS → a terminal state."""
+
+    QUEUED = "queued"
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset(
+    {DownloadStatus.COMPLETED, DownloadStatus.FAILED, DownloadStatus.CANCELLED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Checksum:
+    """An expected digest, parsed from ``"alg:hex"``."""
+
+    algorithm: str
+    hexdigest: str
+
+    @classmethod
+    def parse(cls, text: str) -> Checksum:
+        """Parse ``"sha256:ab12..."``; an unknown algorithm or malformed digest is a ValueError."""
+        if not isinstance(text, str) or ":" not in text:
+            raise ValueError(f"checksum must look like 'sha256:<hex digest>', got {text!r}")
+        algorithm, _, digest = text.partition(":")
+        algorithm = algorithm.strip().lower().replace("-", "")
+        digest = digest.strip().lower()
+        if algorithm not in hashlib.algorithms_available:
+            raise ValueError(
+                f"unknown checksum algorithm {algorithm!r}; use one of "
+                f"{', '.join(sorted(hashlib.algorithms_guaranteed))}"
+            )
+        hasher = hashlib.new(algorithm)
+        if hasher.digest_size == 0:  # shake_* need a length; a fixed one would be a guess
+            raise ValueError(f"checksum algorithm {algorithm!r} has no fixed digest size")
+        expected = hasher.digest_size * 2
+        if len(digest) != expected or not set(digest) <= set(string.hexdigits.lower()):
+            raise ValueError(
+                f"{algorithm} checksum must be {expected} hex digits, got {len(digest)} "
+                f"characters: {digest[:80]!r}"
+            )
+        return cls(algorithm, digest)
+
+    def new_hasher(self) -> hashlib._Hash:
+        """A fresh hash object for this algorithm."""
+        return hashlib.new(self.algorithm)
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hexdigest}"
+
+
+@dataclass(frozen=True, slots=True)
+class FileConfig:
+    """One file to download, with the user's hints.  Higher ``priority`` starts first."""
+
+    url: str
+    filename: str | None = None
+    priority: int = 1
+    size_bytes: int | None = None
+    size_human: str | None = None
+    content_type: str | None = None
+    checksum: str | None = None
+    headers: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        check_url(self.url)
+        if self.filename is not None:
+            check_explicit_filename(self.filename)
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise ValueError(f"priority must be an int, got {self.priority!r}")
+        if self.size_bytes is not None and (
+            isinstance(self.size_bytes, bool)
+            or not isinstance(self.size_bytes, int)
+            or self.size_bytes < 0
+        ):
+            raise ValueError(f"size_bytes must be a non-negative int, got {self.size_bytes!r}")
+        if self.checksum is not None:
+            Checksum.parse(self.checksum)
+        if self.headers is not None:
+            check_headers(self.headers)
+            # Frozen means frozen: a caller's dict mutated later must not change this config.
+            object.__setattr__(self, "headers", dict(self.headers))
+
+    @property
+    def parsed_checksum(self) -> Checksum | None:
+        """The checksum as a :class:`Checksum`, or None."""
+        return None if self.checksum is None else Checksum.parse(self.checksum)
+
+    def __repr__(self) -> str:
+        extras = "".join(
+            f", {name}={value!r}"
+            for name, value in (
+                ("filename", self.filename),
+                ("priority", self.priority if self.priority != 1 else None),
+                ("size_bytes", self.size_bytes),
+                ("checksum", self.checksum),
+            )
+            if value is not None
+        )
+        return f"FileConfig({redact_url(self.url)!r}{extras})"
+
+
+def check_headers(headers: object) -> dict[str, str]:
+    """Validate a mapping of request headers (str to str, no line breaks)."""
+    if not isinstance(headers, Mapping):
+        raise ValueError(f"headers must be a mapping of str to str, not {type(headers).__name__}")
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"header {key!r}: names and values must be strings")
+        if not key or any(ch in key for ch in " :\r\n\t") or any(ch in value for ch in "\r\n"):
+            raise ValueError(f"header {key!r} has an invalid name or value")
+    return dict(headers)
+
+
+@dataclass(frozen=True, slots=True)
+class PatchDownloadInfo:
+    """A partial update of a ``DownloadInfo``: only the fields that are not None are applied."""
+
+    status: DownloadStatus | None = None
+    path: Path | None = None
+    bytes_downloaded: int | None = None
+    total_bytes: int | None = None
+    attempts: int | None = None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    http_status: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    resumed_from: int | None = None
+    from_cache: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadInfo:
+    """Everything known about one download at one moment.  Immutable: updates make a new one."""
+
+    url: str
+    path: Path
+    status: DownloadStatus = DownloadStatus.QUEUED
+    bytes_downloaded: int = 0
+    total_bytes: int | None = None
+    priority: int = 1
+    attempts: int = 0
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    http_status: int | None = None
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: Bytes already on disk from an earlier attempt or run when the current transfer began.
+    resumed_from: int = 0
+    #: True when the file was already complete at its final path and nothing was requested.
+    from_cache: bool = False
+
+    @property
+    def filename(self) -> str:
+        """The final file name."""
+        return self.path.name
+
+    def apply(self, patch: PatchDownloadInfo) -> DownloadInfo:
+        """A copy with the patch's non-None fields applied."""
+        changes = {
+            f.name: value
+            for f in dataclasses.fields(patch)
+            if (value := getattr(patch, f.name)) is not None
+        }
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def get_progress(self) -> float | None:
+        """Fraction done, from 0.0 to 1.0, or None while the size is unknown."""
+        if self.status is DownloadStatus.COMPLETED:
+            return 1.0
+        if not self.total_bytes:
+            return None
+        return min(1.0, self.bytes_downloaded / self.total_bytes)
+
+    def is_terminal(self) -> bool:
+        """True once the download completed, failed or was cancelled."""
+        return self.status in TERMINAL_STATUSES
+
+    def get_speed_estimate(self, now: float | None = None) -> float | None:
+        """Average bytes per second of this run's transfer, or None before any byte arrived."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else time.time()
+        if now is not None and self.finished_at is None:
+            end = now
+        elapsed = end - self.started_at
+        transferred = self.bytes_downloaded - self.resumed_from
+        if elapsed <= 0 or transferred <= 0:
+            return None
+        return transferred / elapsed
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds from the first request to the end (or now), or None if never started."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else time.time()
+        return max(0.0, end - self.started_at)
+
+    def __repr__(self) -> str:
+        size = format_bytes(self.bytes_downloaded)
+        if self.total_bytes is not None:
+            size += f"/{format_bytes(self.total_bytes)}"
+        error = f", error={self.error!r}" if self.error else ""
+        return (
+            f"DownloadInfo({redact_url(self.url)!r}, status={self.status.value}, "
+            f"path={str(self.path)!r}, {size}{error})"
+        )
+
+
+def format_bytes(count: float | None) -> str:
+    """``1536`` → ``"1.5 KiB"``."""
+    if count is None:
+        return "?"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+class Results(Sequence[DownloadInfo]):
+    """The outcome of a batch: one ``DownloadInfo`` per input item, in input order.
+
+    A failed file never raises out of ``fetch``; call :meth:`raise_for_errors` to turn failures
+    into exceptions.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Sequence[DownloadInfo]) -> None:
+        self._items = tuple(items)
+
+    @overload
+    def __getitem__(self, index: int) -> DownloadInfo: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[DownloadInfo]: ...
+    def __getitem__(self, index: int | slice) -> DownloadInfo | Sequence[DownloadInfo]:
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[DownloadInfo]:
+        return iter(self._items)
+
+    @property
+    def completed(self) -> list[DownloadInfo]:
+        """The downloads that completed (including files already present)."""
+        return [i for i in self._items if i.status is DownloadStatus.COMPLETED]
+
+    @property
+    def failed(self) -> list[DownloadInfo]:
+        """The downloads that failed."""
+        return [i for i in self._items if i.status is DownloadStatus.FAILED]
+
+    @property
+    def cancelled(self) -> list[DownloadInfo]:
+        """The downloads that were cancelled before they ended."""
+        return [i for i in self._items if i.status is DownloadStatus.CANCELLED]
+
+    @property
+    def paths(self) -> list[Path]:
+        """Final paths of the completed downloads, in input order."""
+        return [i.path for i in self.completed]
+
+    @property
+    def ok(self) -> bool:
+        """True when every download completed."""
+        return all(i.status is DownloadStatus.COMPLETED for i in self._items)
+
+    def raise_for_errors(self) -> None:
+        """Raise an ``ExceptionGroup`` of ``DownloadError``s if any download failed.
+
+        It is always a group, even for a single failure, so that ``except* DownloadError``
+        handles every case the same way.  Does nothing when every download completed.
+        """
+        seen: set[str] = set()
+        errors: list[DownloadError] = []
+        for info in self.failed:
+            if info.url not in seen:
+                seen.add(info.url)
+                errors.append(error_from_info(info))
+        if errors:
+            raise ExceptionGroup(f"{len(errors)} of {len(self)} downloads failed", errors)
+
+    def _summary(self) -> str:
+        counts = [f"{len(self.completed)} completed"]
+        if self.failed:
+            counts.append(f"{len(self.failed)} failed")
+        if self.cancelled:
+            counts.append(f"{len(self.cancelled)} cancelled")
+        return f"{len(self)} files: {', '.join(counts)}"
+
+    def __repr__(self) -> str:
+        lines = [f"<Results {self._summary()}>"]
+        for info in self._items:
+            if info.status is not DownloadStatus.COMPLETED:
+                detail = f": {info.error}" if info.error else ""
+                lines.append(f"  {info.status.value:<9} {info.filename}{detail}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for info in self._items:
+            colour = {
+                DownloadStatus.FAILED: "#fde2e1",
+                DownloadStatus.CANCELLED: "#fff4ce",
+            }.get(info.status, "")
+            style = f' style="background:{colour}"' if colour else ""
+            took = f"{info.elapsed:.2f} s" if info.elapsed is not None else ""
+            status = "cached" if info.from_cache else info.status.value
+            rows.append(
+                f"<tr{style}><td>{html.escape(info.filename)}</td>"
+                f"<td>{format_bytes(info.bytes_downloaded)}</td><td>{status}</td>"
+                f"<td>{took}</td><td>{html.escape(info.error or '')}</td></tr>"
+            )
+        return (
+            f"<p><b>nbdl</b>: {html.escape(self._summary())}</p>"
+            "<table><thead><tr><th>file</th><th>size</th><th>status</th><th>time</th>"
+            f"<th>error</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )

@@ -1,0 +1,469 @@
+"""``DownloadWorker``: one file, streamed to a partial file, resumed, retried, verified, renamed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+
+from . import _state
+from ._errors import (
+    ChecksumMismatchError,
+    DownloadError,
+    DownloadTimeoutError,
+    FileSystemError,
+    HTTPStatusError,
+    IncompleteBodyError,
+    http_error,
+    translate,
+)
+from ._models import Checksum, DownloadStatus, FileConfig, PatchDownloadInfo
+from ._naming import name_from_url, sanitize_filename
+from ._urls import redact_url
+
+#: Large reads keep one stream from being CPU-bound (1 KiB reads cost 4x the CPU; see KNOWLEDGE).
+DEFAULT_CHUNK_SIZE = 512 * 1024
+_HASH_BLOCK = 1024 * 1024
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+Report = Callable[[PatchDownloadInfo], None]
+Claim = Callable[[Path], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How transient failures are retried: exponential backoff with full jitter.
+
+    ``retries`` is the number of extra attempts.  A ``Retry-After`` header replaces the backoff
+    for that wait, capped at ``max_retry_after`` so a server cannot park a download for hours.
+    """
+
+    retries: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    max_retry_after: float = 120.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {self.retries!r}")
+        if self.backoff < 0 or self.max_backoff < 0 or self.max_retry_after < 0:
+            raise ValueError("backoff times must be >= 0")
+
+    def delay(self, failures: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after the ``failures``-th failed attempt."""
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        ceiling = min(self.max_backoff, self.backoff * 2 ** (failures - 1))
+        # Full jitter keeps many clients that failed together from retrying together.
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """A validated ``FileConfig`` with everything resolved that can be known before a request."""
+
+    config: FileConfig
+    dest: Path
+    name: str
+    #: True when the user chose the name: the server's Content-Disposition is then ignored.
+    name_fixed: bool
+    headers: Mapping[str, str]
+    index: int
+    checksum: Checksum | None = field(default=None)
+
+    @property
+    def url(self) -> str:
+        """The URL to download."""
+        return self.config.url
+
+    @property
+    def path(self) -> Path:
+        """The final path."""
+        return self.dest / self.name
+
+
+class _RestartFromZero(Exception):
+    """The partial file cannot be continued (the server changed or ignored the range)."""
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What the current attempt knows, for the failure report."""
+
+    attempts: int = 0
+    bytes_done: int = 0
+
+
+class DownloadWorker:
+    """Downloads one ``WorkItem`` at a time; stateless between items, so one serves a whole pool.
+
+    Every state change goes through ``report``; the final state is COMPLETED, FAILED or, when the
+    task is cancelled, CANCELLED (and the cancel propagates).  Bytes go to ``<name>.part`` and
+    reach the final path only complete and verified.
+    """
+
+    def __init__(
+        self,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        retry: RetryPolicy | None = None,
+        read_timeout: float | None = 60,
+        connect_timeout: float | None = 30,
+        timeout: float | None = None,
+        overwrite: bool = False,
+        max_redirects: int = 10,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+        self.chunk_size = chunk_size
+        self.retry = retry or RetryPolicy()
+        self.read_timeout = read_timeout
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.overwrite = overwrite
+        self.max_redirects = max_redirects
+
+    async def download(
+        self, session: aiohttp.ClientSession, item: WorkItem, report: Report, claim: Claim
+    ) -> None:
+        """Download ``item``, reporting every state change; never raises a ``DownloadError``."""
+        progress = _Progress()
+        started = time.time()
+        report(PatchDownloadInfo(status=DownloadStatus.PENDING, started_at=started))
+        try:
+            if await self._already_complete(item, report):
+                return
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._attempts(session, item, report, claim, progress)
+            except TimeoutError:
+                raise DownloadTimeoutError(
+                    f"timed out: the download took longer than timeout={self.timeout:g} s",
+                    url=item.url,
+                ) from None
+        except asyncio.CancelledError:
+            report(
+                PatchDownloadInfo(
+                    status=DownloadStatus.CANCELLED, finished_at=time.time(), error="cancelled"
+                )
+            )
+            raise
+        except Exception as exc:  # every failure of one file is reported, never raised
+            err = translate(exc, redact_url(item.url))
+            report(
+                PatchDownloadInfo(
+                    status=DownloadStatus.FAILED,
+                    finished_at=time.time(),
+                    error=err.message,
+                    error_kind=err.kind,
+                    http_status=getattr(err, "status", None) or None,
+                    attempts=progress.attempts,
+                )
+            )
+
+    async def _already_complete(self, item: WorkItem, report: Report) -> bool:
+        """True (and reported) when the final file is there and, with a checksum, verified."""
+        if self.overwrite:
+            return False
+        final = item.path
+        if not final.is_file():
+            return False
+        size = final.stat().st_size
+        if item.checksum is not None:
+            digest = await asyncio.to_thread(_hash_file, final, item.checksum, size)
+            if digest != item.checksum.hexdigest:
+                return False
+        report(
+            PatchDownloadInfo(
+                status=DownloadStatus.COMPLETED,
+                bytes_downloaded=size,
+                total_bytes=size,
+                resumed_from=size,
+                finished_at=time.time(),
+                from_cache=True,
+            )
+        )
+        return True
+
+    async def _attempts(
+        self,
+        session: aiohttp.ClientSession,
+        item: WorkItem,
+        report: Report,
+        claim: Claim,
+        progress: _Progress,
+    ) -> None:
+        with _file_errors(item.dest):
+            item.dest.mkdir(parents=True, exist_ok=True)
+        failures = 0
+        while True:
+            progress.attempts += 1
+            report(PatchDownloadInfo(attempts=progress.attempts))
+            try:
+                try:
+                    await self._attempt(session, item, report, claim, resume=True)
+                except _RestartFromZero:
+                    _discard_partial(item)
+                    await self._attempt(session, item, report, claim, resume=False)
+                return
+            except Exception as exc:  # classified below; only transient ones are retried
+                err = translate(exc, redact_url(item.url))
+                failures += 1
+                if not err.retryable or failures > self.retry.retries:
+                    raise err from exc
+                retry_after = err.retry_after if isinstance(err, HTTPStatusError) else None
+                report(PatchDownloadInfo(status=DownloadStatus.PENDING, error=err.message))
+                await asyncio.sleep(self.retry.delay(failures, retry_after))
+
+    async def _attempt(
+        self,
+        session: aiohttp.ClientSession,
+        item: WorkItem,
+        report: Report,
+        claim: Claim,
+        *,
+        resume: bool,
+    ) -> None:
+        record = None if self.overwrite and not resume else _state.load(item.dest, item.url)
+        offset = 0
+        if resume and record is not None and record.name == item.name and record.validator:
+            offset = _partial_size(item)
+            if record.total is not None and offset >= record.total:
+                offset = 0
+        headers = {"Accept-Encoding": "identity", **item.headers}
+        if offset:
+            assert record is not None
+            assert record.validator is not None
+            headers["Range"] = f"bytes={offset}-"
+            headers["If-Range"] = record.validator
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
+        )
+        async with session.get(
+            item.url,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=True,
+            max_redirects=self.max_redirects,
+        ) as resp:
+            total = self._check_response(resp, item, offset, record)
+            if resp.status == 200:
+                offset = 0
+            if offset == 0 and not item.name_fixed:
+                self._name_from_server(resp, item, report, claim)
+            report(PatchDownloadInfo(http_status=resp.status))
+            encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+            etag = resp.headers.get("ETag")
+            last_modified = resp.headers.get("Last-Modified")
+            resumable = not encoded and bool((etag and not etag.startswith("W/")) or last_modified)
+            if resumable and offset == 0:
+                with _file_errors(item.dest):
+                    _state.save(
+                        item.dest,
+                        _state.Record(
+                            url=item.url,
+                            name=item.name,
+                            etag=etag,
+                            last_modified=last_modified,
+                            total=total,
+                        ),
+                    )
+            await self._stream(resp, item, report, offset, total, resumable)
+
+    def _check_response(
+        self,
+        resp: aiohttp.ClientResponse,
+        item: WorkItem,
+        offset: int,
+        record: _state.Record | None,
+    ) -> int | None:
+        """The expected final size; raises for an unusable answer."""
+        encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+        length = None if encoded else resp.content_length
+        if resp.status == 200:
+            return length
+        if resp.status == 206 and offset:
+            match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+            if match is None or match.group(3) == "*":
+                raise _RestartFromZero
+            start, end, total = (int(g) for g in match.groups())
+            expected_total = record.total if record else None
+            if (
+                start != offset
+                or end != total - 1
+                or (expected_total is not None and total != expected_total)
+                or (length is not None and length != end - start + 1)
+            ):
+                raise _RestartFromZero
+            return total
+        if resp.status == 416 and offset:
+            raise _RestartFromZero
+        if resp.status == 206:
+            raise HTTPStatusError(
+                "HTTP 206 Partial Content to a request for the whole file",
+                status=206,
+                url=redact_url(item.url),
+            )
+        raise http_error(resp.status, resp.reason, resp.headers, redact_url(item.url))
+
+    def _name_from_server(
+        self, resp: aiohttp.ClientResponse, item: WorkItem, report: Report, claim: Claim
+    ) -> None:
+        disposition = resp.content_disposition
+        if disposition is None or not disposition.filename:
+            return
+        name = sanitize_filename(disposition.filename)
+        if not name or name == item.name:
+            return
+        new_path = item.dest / name
+        if not claim(new_path):
+            raise FileSystemError(
+                f"the server names the file {name!r}, which another download of this batch "
+                "writes; give this one a FileConfig(filename=...)",
+                url=redact_url(item.url),
+            )
+        item.name = name
+        report(PatchDownloadInfo(path=new_path))
+
+    async def _stream(
+        self,
+        resp: aiohttp.ClientResponse,
+        item: WorkItem,
+        report: Report,
+        offset: int,
+        total: int | None,
+        resumable: bool,
+    ) -> None:
+        final = item.path
+        part = _state.part_path(final)
+        hasher = item.checksum.new_hasher() if item.checksum else None
+        done = offset
+        report(
+            PatchDownloadInfo(
+                status=DownloadStatus.IN_PROGRESS,
+                total_bytes=total,
+                bytes_downloaded=offset,
+                resumed_from=offset,
+            )
+        )
+        completed = False
+        try:
+            # Plain blocking writes on purpose: they land in the page cache in microseconds, and a
+            # thread hop per chunk costs more than it saves (measured in benchmarks/).
+            mode = "r+b" if offset else "wb"
+            with _file_errors(part), open(part, mode, buffering=0) as fh:  # noqa: ASYNC230
+                if offset:
+                    fh.truncate(offset)
+                    if hasher is not None:
+                        _hash_prefix(fh, hasher, offset)
+                    fh.seek(offset)
+                read = resp.content.read
+                size = self.chunk_size
+                while chunk := await read(size):
+                    with _file_errors(part):
+                        fh.write(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
+                    done += len(chunk)
+                    if total is not None and done > total:
+                        raise IncompleteBodyError(
+                            f"the server sent more than the announced {total} bytes",
+                            url=redact_url(item.url),
+                        )
+                    report(PatchDownloadInfo(bytes_downloaded=done))
+            if total is not None and done != total:
+                raise IncompleteBodyError(
+                    f"the body ended after {done} of {total} bytes", url=redact_url(item.url)
+                )
+            if hasher is not None and item.checksum is not None:
+                digest = hasher.hexdigest()
+                if digest != item.checksum.hexdigest:
+                    _discard_partial(item)
+                    raise ChecksumMismatchError(
+                        f"{item.checksum.algorithm} mismatch: expected "
+                        f"{item.checksum.hexdigest[:16]}…, got {digest[:16]}…",
+                        url=redact_url(item.url),
+                    )
+            with _file_errors(final):
+                os.replace(part, final)
+            completed = True
+        finally:
+            if not completed and not resumable:
+                # Without a validator these bytes can never be continued safely.
+                with contextlib.suppress(OSError):
+                    part.unlink()
+        self._finish_record(item)
+        report(
+            PatchDownloadInfo(
+                status=DownloadStatus.COMPLETED,
+                bytes_downloaded=done,
+                total_bytes=done,
+                finished_at=time.time(),
+            )
+        )
+
+    def _finish_record(self, item: WorkItem) -> None:
+        if item.name_fixed or item.name == name_from_url(item.url):
+            _state.delete(item.dest, item.url)
+            return
+        # The name came from the server: keep it, so that a re-run finds the file offline.
+        with contextlib.suppress(OSError):
+            _state.save(item.dest, _state.Record(url=item.url, name=item.name, complete=True))
+
+
+def _partial_size(item: WorkItem) -> int:
+    try:
+        return _state.part_path(item.path).stat().st_size
+    except OSError:
+        return 0
+
+
+def _discard_partial(item: WorkItem) -> None:
+    with contextlib.suppress(OSError):
+        _state.part_path(item.path).unlink()
+    _state.delete(item.dest, item.url)
+
+
+def _hash_prefix(fh: IO[bytes], hasher: hashlib._Hash, length: int) -> None:
+    fh.seek(0)
+    remaining = length
+    while remaining:
+        block = fh.read(min(_HASH_BLOCK, remaining))
+        if not block:
+            break
+        hasher.update(block)
+        remaining -= len(block)
+
+
+def _hash_file(path: Path, checksum: Checksum, size: int) -> str:
+    hasher = checksum.new_hasher()
+    with open(path, "rb") as fh:
+        _hash_prefix(fh, hasher, size)
+    return hasher.hexdigest()
+
+
+@contextlib.contextmanager
+def _file_errors(path: Path) -> Iterator[None]:
+    """Turn an OSError of the local file system into a ``FileSystemError`` naming the path."""
+    try:
+        yield
+    except DownloadError:
+        raise
+    except OSError as exc:
+        if isinstance(exc, aiohttp.ClientError):
+            raise
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.ENOTDIR or (exc.errno == errno.EEXIST and not path.is_dir()):
+            reason = "a file is in the way of the folder"
+        raise FileSystemError(f"cannot write {path}: {reason}") from exc
