@@ -184,9 +184,8 @@ def translate(exc: BaseException, url: str) -> DownloadError:
         detail = str(exc) or "no data received in time"
         return DownloadTimeoutError(f"timed out: {detail}", url=url)
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return ConnectionFailedError(
-            f"connection broke during the body: {_first_line(exc)}", url=url
-        )
+        # aiohttp's text nests reprs of its parser errors; the gist is enough for a person.
+        return ConnectionFailedError("connection closed before the body was complete", url=url)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return ConnectionFailedError("server disconnected", url=url)
     if isinstance(exc, aiohttp.ClientConnectorError):

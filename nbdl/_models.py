@@ -152,6 +152,7 @@ class PatchDownloadInfo:
     finished_at: float | None = None
     resumed_from: int | None = None
     from_cache: bool | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +176,8 @@ class DownloadInfo:
     resumed_from: int = 0
     #: True when the file was already complete at its final path and nothing was requested.
     from_cache: bool = False
+    #: What is going on besides the status, e.g. why the download is waiting to retry.
+    note: str | None = None
 
     @property
     def filename(self) -> str:

@@ -216,6 +216,8 @@ class DownloadWorker:
                 except _RestartFromZero:
                     _discard_partial(item)
                     await self._attempt(session, item, report, claim, resume=False)
+                if failures:
+                    report(PatchDownloadInfo(note=f"completed on attempt {progress.attempts}"))
                 return
             except Exception as exc:  # classified below; only transient ones are retried
                 err = translate(exc, redact_url(item.url))
@@ -223,8 +225,15 @@ class DownloadWorker:
                 if not err.retryable or failures > self.retry.retries:
                     raise err from exc
                 retry_after = err.retry_after if isinstance(err, HTTPStatusError) else None
-                report(PatchDownloadInfo(status=DownloadStatus.PENDING, error=err.message))
-                await asyncio.sleep(self.retry.delay(failures, retry_after))
+                delay = self.retry.delay(failures, retry_after)
+                report(
+                    PatchDownloadInfo(
+                        status=DownloadStatus.PENDING,
+                        note=f"retry {failures} of {self.retry.retries} in {delay:.1f} s "
+                        f"after: {err.message}",
+                    )
+                )
+                await asyncio.sleep(delay)
 
     async def _attempt(
         self,
