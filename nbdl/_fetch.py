@@ -9,7 +9,8 @@ from pathlib import Path
 from ._errors import InvalidConfigError
 from ._manager import DownloadManager, queue_all
 from ._models import FileConfig, Results, check_headers
-from ._tracker import NullTracker, Tracker
+from ._select import resolve_tracker
+from ._tracker import Tracker
 from ._worker import DownloadWorker, RetryPolicy
 
 TrackerChoice = str | Tracker
@@ -111,20 +112,3 @@ def check_settings(
     except ValueError as exc:
         raise InvalidConfigError(str(exc)) from None
     return _Settings(retry, checked)
-
-
-def resolve_tracker(tracker: object) -> Tracker:
-    """Turn ``tracker=`` into a tracker object: "auto", "none", or anything with the protocol."""
-    if isinstance(tracker, str):
-        if tracker == "none":
-            return NullTracker()
-        if tracker == "auto":
-            return NullTracker()
-        raise InvalidConfigError(
-            f"tracker must be 'auto', 'none' or a tracker object, not {tracker!r}"
-        )
-    if isinstance(tracker, Tracker):
-        return tracker
-    raise InvalidConfigError(
-        f"tracker {tracker!r} lacks register_download/patch_download/start/close"
-    )
