@@ -1,0 +1,27 @@
+"""Shared fixtures: a real local server, a fresh download folder, and no network but loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import nbdl
+from nbdl.testing import LocalServer
+
+#: Retries without the production backoff, so fault tests take milliseconds, not seconds.
+FAST_RETRY = nbdl.RetryPolicy(retries=3, backoff=0.01, max_backoff=0.05)
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    """A fault-injecting HTTP server on 127.0.0.1, fresh for each test."""
+    with LocalServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    """A download folder that does not exist yet (fetch must create it)."""
+    return tmp_path / "downloads"
