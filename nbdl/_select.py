@@ -1,4 +1,4 @@
-"""Which tracker ``tracker="auto"`` means here: notebook widgets, a terminal display, or log lines.
+"""Which tracker ``tracker=`` names: notebook widgets, a terminal display, log lines, or none.
 
 The manager never imports ipywidgets or Rich; the tracker modules do, lazily, when chosen here.
 """
@@ -8,16 +8,25 @@ from __future__ import annotations
 from ._errors import InvalidConfigError
 from ._tracker import NullTracker, Tracker
 
+TRACKER_NAMES = ("auto", "none", "notebook", "rich", "log")
+
 
 def resolve_tracker(tracker: object) -> Tracker:
-    """Turn ``tracker=`` into a tracker object: "auto", "none", or anything with the protocol."""
+    """Turn ``tracker=`` into a tracker object: a name from ``TRACKER_NAMES`` or a tracker."""
     if isinstance(tracker, str):
         if tracker == "none":
             return NullTracker()
         if tracker == "auto":
-            return notebook_tracker() or terminal_tracker()
+            return notebook_tracker(force=False) or terminal_tracker(None)
+        if tracker == "notebook":
+            found = notebook_tracker(force=True)
+            assert found is not None
+            return found
+        if tracker in ("rich", "log"):
+            return terminal_tracker(tracker)
         raise InvalidConfigError(
-            f"tracker must be 'auto', 'none' or a tracker object, not {tracker!r}"
+            f"tracker must be one of {', '.join(map(repr, TRACKER_NAMES))} or a tracker "
+            f"object, not {tracker!r}"
         )
     if isinstance(tracker, Tracker):
         return tracker
@@ -26,11 +35,11 @@ def resolve_tracker(tracker: object) -> Tracker:
     )
 
 
-def notebook_tracker() -> Tracker | None:
-    """The notebook display when running in a Jupyter kernel, else None."""
-    return None
+def notebook_tracker(*, force: bool) -> Tracker | None:
+    """The notebook display inside a Jupyter kernel (always when ``force``), else None."""
+    return NullTracker() if force else None
 
 
-def terminal_tracker() -> Tracker:
-    """The display for scripts: live in a terminal, log lines otherwise."""
+def terminal_tracker(kind: str | None) -> Tracker:
+    """The display for scripts: ``"rich"`` live, ``"log"`` lines, None picks by the terminal."""
     return NullTracker()
