@@ -179,7 +179,9 @@ def translate(exc: BaseException, url: str) -> DownloadError:
             url=url,
         )
     if isinstance(exc, aiohttp.ClientResponseError):
-        return http_error(exc.status, exc.message, exc.headers or {}, url)
+        # We never call raise_for_status, so aiohttp raises this only for answers it could not
+        # parse (garbage on a reused connection, bad headers): a transport fault worth a retry.
+        return ConnectionFailedError(f"invalid HTTP response: {_first_line(exc)}", url=url)
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError):
         detail = str(exc) or "no data received in time"
         return DownloadTimeoutError(f"timed out: {detail}", url=url)
@@ -199,6 +201,9 @@ def translate(exc: BaseException, url: str) -> DownloadError:
     return DownloadError(f"unexpected error: {type(exc).__name__}: {_first_line(exc)}", url=url)
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """One short printable line: errors end up in tables, logs and widget cells."""
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    line = text.splitlines()[0]
+    line = "".join(ch if ch.isprintable() else "?" for ch in line)
+    return line if len(line) <= limit else line[: limit - 1] + "…"

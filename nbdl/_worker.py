@@ -380,16 +380,17 @@ class DownloadWorker:
                 read = resp.content.read
                 size = self.chunk_size
                 while chunk := await read(size):
+                    if total is not None and done + len(chunk) > total:
+                        # Checked before writing, so the partial file stays a true prefix.
+                        raise IncompleteBodyError(
+                            f"the server sent more than the announced {total} bytes",
+                            url=redact_url(item.url),
+                        )
                     with _file_errors(part):
                         fh.write(chunk)
                     if hasher is not None:
                         hasher.update(chunk)
                     done += len(chunk)
-                    if total is not None and done > total:
-                        raise IncompleteBodyError(
-                            f"the server sent more than the announced {total} bytes",
-                            url=redact_url(item.url),
-                        )
                     report(PatchDownloadInfo(bytes_downloaded=done))
             if total is not None and done != total:
                 raise IncompleteBodyError(
