@@ -151,7 +151,9 @@ class LocalServer:
         app.router.add_get("/loop", self._loop_route)
         if self._extra_routes is not None:
             self._extra_routes(app)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self._port, reuse_address=True)
         await site.start()
