@@ -125,7 +125,7 @@ async def test_changed_resource_is_not_spliced(server: LocalServer, dest: Path) 
     info = await _fetch_one(server.url("/data/e.bin", size=SIZE, fail="reset", etag="change"), dest)
     assert info.status is nbdl.DownloadStatus.COMPLETED
     assert info.path.read_bytes() == content_for("e.bin", SIZE, version=1)
-    first, second = server.requests_for("/data/e.bin")
+    _, second = server.requests_for("/data/e.bin")
     assert second.headers["If-Range"].endswith('-0"')
 
 
@@ -176,7 +176,7 @@ async def test_stall_without_retries_is_a_timeout(server: LocalServer, dest: Pat
 
 
 async def test_total_timeout(server: LocalServer, dest: Path) -> None:
-    """timeout bounds a whole download; the partial file is kept for a resume."""
+    """The total timeout bounds a whole download; the partial file is kept for a resume."""
     url = server.url("/data/slow.bin", size=SIZE, rate=1_000_000)
     info = await _fetch_one(url, dest, timeout=0.5)
     assert info.status is nbdl.DownloadStatus.FAILED
