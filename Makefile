@@ -31,3 +31,14 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Benchmarks (not part of `make test`): nbdl vs curl, wget, aria2c and parfive on a local nginx.
+BENCH_DEBS := nginx aria2 wget curl time
+bench: $(STAMP)
+	@missing=""; for cmd in /usr/sbin/nginx /usr/bin/aria2c /usr/bin/wget /usr/bin/curl /usr/bin/time; do \
+		[ -x $$cmd ] || missing=yes; done; \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(BENCH_DEBS); fi
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
