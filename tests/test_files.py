@@ -71,7 +71,7 @@ async def test_server_names_that_clash_fail_clearly(server: LocalServer, dest: P
 async def test_dest_that_is_a_file_fails_with_kind_file(
     server: LocalServer, tmp_path: Path
 ) -> None:
-    """dest being a file fails each download with kind file, a clear message, and no request."""
+    """A dest that is a file fails each download with kind file, a clear message, and no request."""
     blocker = tmp_path / "blocker"
     blocker.write_text("I am a file")
     results = await nbdl.fetch([server.url("/data/a.bin")], blocker, tracker="none")
@@ -88,7 +88,7 @@ def _run_script(code: str, *args: str, **kwargs: object) -> subprocess.Popen[byt
 
 
 async def test_disk_error_mid_stream_fails_with_kind_file(server: LocalServer, dest: Path) -> None:
-    """A write that fails (file size limit, like a full disk) fails with kind file, final path empty."""
+    """A failing write (size limit, like a full disk) fails with kind file; final path empty."""
     code = """
         import asyncio, resource, signal, sys
         import nbdl
@@ -139,7 +139,10 @@ async def test_cancel_then_resume(server: LocalServer, dest: Path) -> None:
     size = 4_000_000
     url = server.url("/data/c.bin", size=size, rate=4_000_000)
     task = asyncio.create_task(nbdl.fetch([url], dest, tracker="none"))
-    while not (dest / "c.bin.part").exists() or (dest / "c.bin.part").stat().st_size < 500_000:
+    part = dest / "c.bin.part"
+    for _ in range(500):  # polling a file the download writes: there is no event to wait on
+        if part.exists() and part.stat().st_size >= 500_000:
+            break
         await asyncio.sleep(0.02)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
