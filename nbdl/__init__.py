@@ -1,5 +1,7 @@
 """nbdl: concurrent, resumable downloads for Jupyter notebooks and Python scripts."""
 
+from typing import TYPE_CHECKING
+
 from ._errors import (
     ChecksumMismatchError,
     ConnectionFailedError,
@@ -13,8 +15,10 @@ from ._errors import (
     TooManyRedirectsError,
 )
 from ._fetch import fetch
+from ._jobs import DownloadJob, start
 from ._manager import DownloadManager
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
+from ._sync import fetch_sync
 from ._tracker import DownloadTracker, NullTracker, Tracker
 from ._version import __version__
 from ._worker import DownloadWorker, RetryPolicy
@@ -24,6 +28,7 @@ __all__ = [
     "ConnectionFailedError",
     "DownloadError",
     "DownloadInfo",
+    "DownloadJob",
     "DownloadManager",
     "DownloadStatus",
     "DownloadTimeoutError",
@@ -35,12 +40,34 @@ __all__ = [
     "HTTPStatusError",
     "IncompleteBodyError",
     "InvalidConfigError",
+    "LogTracker",
+    "NotebookTracker",
     "NullTracker",
     "PatchDownloadInfo",
     "Results",
     "RetryPolicy",
+    "RichTracker",
     "TooManyRedirectsError",
     "Tracker",
     "__version__",
     "fetch",
+    "fetch_sync",
+    "start",
 ]
+
+if TYPE_CHECKING:
+    from ._notebook import NotebookTracker
+    from ._rich import LogTracker, RichTracker
+
+# Display trackers load on first use: `import nbdl` in a script must not import Rich or
+# ipywidgets, and the engine never does.
+_LAZY = {"LogTracker": "._rich", "NotebookTracker": "._notebook", "RichTracker": "._rich"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbdl' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)

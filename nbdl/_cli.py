@@ -1,0 +1,229 @@
+"""The ``nbdl`` command line: ``nbdl fetch`` and ``nbdl demo``.
+
+Exit status: 0 every file completed, 1 some failed, 2 bad usage or input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from ._errors import InvalidConfigError
+from ._manifest import parse_manifest
+from ._models import DownloadInfo, FileConfig
+from ._tracker import NullTracker, Tracker
+from ._urls import redact_url
+from ._version import __version__
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+class UsageError(Exception):
+    """Bad usage or input: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the whole usage block and exits; we want one line and our exit path.
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``nbdl``."""
+    parser = _Parser(
+        prog="nbdl",
+        description="Concurrent, resumable, verified downloads.",
+        epilog="exit status: 0 all files completed, 1 some failed, 2 bad usage or input, "
+        "130 interrupted (partial files are kept; run the same command again to resume)",
+    )
+    parser.add_argument("--version", action="version", version=f"nbdl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="download URLs",
+        description="Download URLs (and/or a manifest of them) into a folder.",
+    )
+    fetch.add_argument("urls", nargs="*", metavar="URL", help="URLs to download")
+    fetch.add_argument("-o", "--output", default=".", metavar="DIR", help="folder (default: .)")
+    fetch.add_argument(
+        "-i",
+        "--input",
+        metavar="LIST",
+        help="a manifest: text (one URL per line, '#' comments, options filename= priority= "
+        "checksum=), CSV with a 'url' column, or a JSON list; '-' reads standard input",
+    )
+    fetch.add_argument("-j", "--jobs", type=int, default=3, metavar="N", help="files at once")
+    fetch.add_argument("--retries", type=int, default=3, metavar="N", help="extra attempts")
+    fetch.add_argument(
+        "--timeout", type=float, metavar="S", help="total seconds allowed per download"
+    )
+    fetch.add_argument(
+        "--read-timeout",
+        type=float,
+        default=60,
+        metavar="S",
+        help="seconds without a byte before an attempt is abandoned (default: 60)",
+    )
+    fetch.add_argument(
+        "--checksum", metavar="ALG:HEX", help="expected digest (only with exactly one URL)"
+    )
+    fetch.add_argument(
+        "--overwrite", action="store_true", help="download again files that already exist"
+    )
+    fetch.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'K: V'",
+        help="extra request header (repeatable)",
+    )
+    fetch.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress; only failures, on stderr"
+    )
+    fetch.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per file on stdout (progress goes to stderr)",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="download a mix of files from an embedded local server (offline)",
+        description="Start a local HTTP server and download a mix of files from it: large, "
+        "small, slow, one flaky (succeeds on retry) and one missing (fails with 404, on "
+        "purpose). Exits 0 when the results are exactly the expected ones.",
+    )
+    demo.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="keep the files in DIR (default: a temporary folder, removed afterwards)",
+    )
+    demo.add_argument("-j", "--jobs", type=int, default=6, metavar="N", help="files at once")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``nbdl`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "fetch":
+            return _fetch(args)
+        if args.command == "demo":
+            from ._demo import run_demo
+
+            return run_demo(output=args.output, jobs=args.jobs)
+        raise UsageError("a command is needed: 'nbdl fetch URL...' or 'nbdl demo'")
+    except (UsageError, InvalidConfigError) as exc:
+        print(f"nbdl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "nbdl: interrupted; partial files are kept, run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    items = _items(args)
+    headers = dict(_header(text) for text in args.header)
+    display: TextIO = sys.stderr if args.json else sys.stdout
+    tracker = NullTracker() if args.quiet else terminal_display(display)
+    from ._fetch import fetch
+
+    # asyncio.run turns Ctrl-C into a cancel of fetch (partial files kept, the tracker closed)
+    # and raises KeyboardInterrupt once that is done.
+    results = asyncio.run(
+        fetch(
+            items,
+            dest=Path(args.output),
+            max_workers=args.jobs,
+            tracker=tracker,
+            retries=args.retries,
+            timeout=args.timeout,
+            read_timeout=args.read_timeout,
+            overwrite=args.overwrite,
+            headers=headers,
+        )
+    )
+    if args.json:
+        for index, info in enumerate(results):
+            print(json.dumps(result_record(index, info)), flush=True)
+    if args.quiet:
+        for info in results.failed:
+            print(f"nbdl: failed: {info.filename}: {info.error}", file=sys.stderr)
+    return EXIT_OK if results.ok else EXIT_FAILED
+
+
+def terminal_display(stream: TextIO) -> Tracker:
+    """A Rich display when ``stream`` is a terminal, plain log lines otherwise."""
+    from ._rich import LogTracker, RichTracker
+
+    if stream.isatty():
+        from rich.console import Console
+
+        return RichTracker(console=Console(file=stream))
+    return LogTracker(file=stream)
+
+
+def _items(args: argparse.Namespace) -> list[FileConfig]:
+    if args.checksum is not None and (len(args.urls) != 1 or args.input is not None):
+        raise UsageError("--checksum needs exactly one URL (use a manifest for several)")
+    items: list[FileConfig] = []
+    for position, url in enumerate(args.urls):
+        try:
+            items.append(FileConfig(url, checksum=args.checksum))
+        except ValueError as exc:
+            raise UsageError(f"URL {position + 1}: {exc}") from None
+    if args.input is not None:
+        items.extend(_read_manifest(args.input))
+    if not items:
+        raise UsageError("nothing to download: give URLs or -i LIST")
+    return items
+
+
+def _read_manifest(name: str) -> list[FileConfig]:
+    if name == "-":
+        return parse_manifest(sys.stdin.read(), "<stdin>")
+    try:
+        text = Path(name).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the manifest {name}: {exc}") from None
+    return parse_manifest(text, name)
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise UsageError(f"--header must look like 'Name: value', got {text!r}")
+    return name.strip(), value.strip()
+
+
+def result_record(index: int, info: DownloadInfo) -> dict[str, object]:
+    """One ``--json`` line: the result of the input item at ``index``."""
+    return {
+        "index": index,
+        "url": redact_url(info.url),
+        "path": str(info.path),
+        "status": info.status.value,
+        "bytes": info.bytes_downloaded,
+        "total_bytes": info.total_bytes,
+        "from_cache": info.from_cache,
+        "attempts": info.attempts,
+        "http_status": info.http_status,
+        "error": info.error,
+        "error_kind": info.error_kind.value if info.error_kind else None,
+        "elapsed": None if info.elapsed is None else round(info.elapsed, 3),
+    }
