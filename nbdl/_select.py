@@ -42,4 +42,12 @@ def notebook_tracker(*, force: bool) -> Tracker | None:
 
 def terminal_tracker(kind: str | None) -> Tracker:
     """The display for scripts: ``"rich"`` live, ``"log"`` lines, None picks by the terminal."""
-    return NullTracker()
+    import sys
+
+    from ._rich import LogTracker, RichTracker
+
+    if kind is None:
+        stdout = sys.stdout
+        # CI logs and pipes get plain lines: a live display there is a stream of escape codes.
+        kind = "rich" if stdout is not None and stdout.isatty() else "log"
+    return RichTracker() if kind == "rich" else LogTracker()
