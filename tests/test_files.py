@@ -1,5 +1,7 @@
 import asyncio
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,3 +178,56 @@ def test_partial_names_contain_part() -> None:
 
     assert part_path(Path("/d/data.csv")) == Path("/d/data.csv.part")
     assert os.sep not in part_path(Path("data.csv")).name
+
+
+def _can_mount_tmpfs() -> bool:
+    return os.geteuid() == 0 and shutil.which("mount") is not None
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs root to mount a small tmpfs")
+async def test_no_space_fails_with_kind_file(server: LocalServer, tmp_path: Path) -> None:
+    """A full disk fails the file with kind file, a clear message, and no final file."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)]
+    mounted = await asyncio.to_thread(subprocess.run, mount, check=False)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        url = server.url("/data/huge.bin", size=3_000_000)
+        results = await nbdl.fetch([url], small, tracker="none", retries=0)
+        assert results[0].error_kind is nbdl.ErrorKind.FILE
+        assert "No space left on device" in (results[0].error or "")
+        assert not (small / "huge.bin").exists()
+    finally:
+        await asyncio.to_thread(subprocess.run, ["umount", "-l", str(small)], check=False)
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("capsh") is None,
+    reason="root ignores permissions, and capsh is not there to drop that power",
+)
+async def test_permission_denied_fails_with_kind_file(server: LocalServer, tmp_path: Path) -> None:
+    """A folder we may not write to fails the file with kind file and 'Permission denied'."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    code = (
+        "import asyncio, sys, nbdl; "
+        "r = asyncio.run(nbdl.fetch([sys.argv[1]], sys.argv[2], tracker='none')); "
+        "print(r[0].error_kind, r[0].error)"
+    )
+    argv = [sys.executable, "-c", code, server.url("/data/p.bin"), str(locked)]
+    if os.geteuid() == 0:
+        joined = " ".join(shlex.quote(a) for a in argv)
+        argv = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", joined]
+    try:
+        out = await asyncio.to_thread(
+            subprocess.run, argv, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        locked.chmod(0o700)
+    kind, _, message = out.stdout.strip().partition(" ")
+    assert kind == "file", out.stderr
+    assert "Permission denied" in message
+    assert list(locked.iterdir()) == []
