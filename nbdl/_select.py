@@ -36,8 +36,23 @@ def resolve_tracker(tracker: object) -> Tracker:
 
 
 def notebook_tracker(*, force: bool) -> Tracker | None:
-    """The notebook display inside a Jupyter kernel (always when ``force``), else None."""
-    return NullTracker() if force else None
+    """The notebook display inside a Jupyter kernel (always when ``force``), else None.
+
+    Widget bars when ipywidgets imports, else a text display; never "IProgress not found".
+    """
+    if not force:
+        import sys
+
+        # Look only at modules already loaded: a script must not pay for importing IPython.
+        ipython, zmqshell = sys.modules.get("IPython"), sys.modules.get("ipykernel.zmqshell")
+        shell = ipython.get_ipython() if ipython is not None else None
+        # A kernel's shell (Colab's subclasses it) talks to a front end that renders widgets;
+        # terminal IPython does not.
+        if zmqshell is None or not isinstance(shell, zmqshell.ZMQInteractiveShell):
+            return None
+    from ._notebook import make_notebook_tracker
+
+    return make_notebook_tracker()
 
 
 def terminal_tracker(kind: str | None) -> Tracker:

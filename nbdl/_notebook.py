@@ -1,0 +1,608 @@
+"""The notebook display: tqdm.notebook bars, an overall bar, a status table and a Cancel button.
+
+Jupyter rules this module is built around (see ``KNOWLEDGE.md``, "Jupyter facts"):
+
+* the display is shown once, synchronously, from the cell that started the batch; afterwards only
+  widget properties change, because ``display()`` from a background task can land in the wrong
+  cell;
+* ``patch_download`` runs per chunk, so it only records; one refresh timer per tracker (an asyncio
+  task on the running loop, 2-4 Hz) redraws only what changed, inside ``hold_sync`` and under a
+  message budget, far below the 1000 msgs/s at which Jupyter starts dropping iopub messages;
+* ipywidgets and ``tqdm.notebook`` are imported only when a tracker is built, never on
+  ``import nbdl``; without ipywidgets a text display takes over (no "IProgress not found").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._models import DownloadInfo, DownloadStatus, PatchDownloadInfo, format_bytes
+from ._tracker import DownloadTracker
+
+__all__ = ["NotebookTracker", "TextNotebookTracker", "make_notebook_tracker", "widgets_available"]
+
+logger = logging.getLogger("nbdl")
+
+_ACTIVE = frozenset({DownloadStatus.PENDING, DownloadStatus.IN_PROGRESS})
+_BAR_STYLE = {
+    DownloadStatus.COMPLETED: "success",
+    DownloadStatus.FAILED: "danger",
+    DownloadStatus.CANCELLED: "warning",
+}
+_ROW_COLOUR = {DownloadStatus.FAILED: "#fde2e1", DownloadStatus.CANCELLED: "#fff4ce"}
+
+
+def widgets_available() -> bool:
+    """True when ipywidgets imports, so that ``tqdm.notebook`` can draw its bars."""
+    try:
+        import ipywidgets  # noqa: F401  # the import is the test
+    except ImportError:
+        return False
+    return True
+
+
+def make_notebook_tracker() -> CellTracker:
+    """A :class:`NotebookTracker`, or the text display when ipywidgets is missing."""
+    return NotebookTracker() if widgets_available() else TextNotebookTracker()
+
+
+def _ipython_display(obj: object, **kwargs: Any) -> Any:
+    from IPython.display import display
+
+    show: Callable[..., Any] = display  # IPython's display() has no annotations
+    return show(obj, **kwargs)
+
+
+def _status_text(info: DownloadInfo) -> str:
+    if info.from_cache:
+        return "cached"
+    text = info.status.value.replace("_", " ")
+    return f"{text} ({info.note})" if info.note and not info.is_terminal() else text
+
+
+def _bar_note(info: DownloadInfo) -> str:
+    if info.status is DownloadStatus.FAILED and info.error:
+        return f"failed: {info.error}"
+    return _status_text(info)
+
+
+def _speed_text(info: DownloadInfo) -> str:
+    speed = info.get_speed_estimate()
+    return f"{format_bytes(speed)}/s" if speed and not info.from_cache else ""
+
+
+def _size_text(info: DownloadInfo) -> str:
+    if info.total_bytes is None or info.bytes_downloaded == info.total_bytes:
+        return format_bytes(info.bytes_downloaded) if info.bytes_downloaded else "?"
+    return f"{format_bytes(info.bytes_downloaded)} / {format_bytes(info.total_bytes)}"
+
+
+def table_html(rows: list[DownloadInfo], hidden: int = 0) -> str:
+    """An HTML table of ``rows``: file, size, status, speed, error; failures in red."""
+    cells = []
+    for info in rows:
+        colour = _ROW_COLOUR.get(info.status)
+        style = f' style="background:{colour}"' if colour else ""
+        cells.append(
+            f"<tr{style}><td>{html.escape(info.filename)}</td><td>{_size_text(info)}</td>"
+            f"<td>{html.escape(_status_text(info))}</td><td>{_speed_text(info)}</td>"
+            f"<td>{html.escape(info.error or '')}</td></tr>"
+        )
+    more = (
+        f'<tr><td colspan="5"><i>... {hidden} more (press "Show all")</i></td></tr>'
+        if hidden
+        else ""
+    )
+    return (
+        '<table class="nbdl-table"><thead><tr><th>file</th><th>size</th><th>status</th>'
+        f"<th>speed</th><th>error</th></tr></thead><tbody>{''.join(cells)}{more}</tbody></table>"
+    )
+
+
+class CellTracker(DownloadTracker):
+    """What the notebook displays share: a throttled refresh timer, display-once and cancel.
+
+    Subclasses implement :meth:`_build` (make the display object), :meth:`_show_object` and
+    :meth:`refresh`.
+    """
+
+    def __init__(self, *, refresh_interval: float) -> None:
+        super().__init__()
+        if not refresh_interval > 0:
+            raise ValueError(f"refresh_interval must be > 0 seconds, got {refresh_interval!r}")
+        self.refresh_interval = refresh_interval
+        #: URLs changed since the last refresh: what the next refresh redraws.
+        # A dict, not a set: the first refresh then meets rows in registration order.
+        self._dirty: dict[str, None] = {}
+        self._shown = False
+        self._closed = False
+        self._timer: asyncio.Task[None] | None = None
+        self._cancel_callback: Callable[[], object] | None = None
+        self._cancel_requested = False
+
+    # -- the Tracker protocol: record only ---------------------------------------------------
+    def register_download(self, info: DownloadInfo) -> None:
+        """Record a new download; it is drawn on the next refresh."""
+        super().register_download(info)
+        self._dirty[info.url] = None
+
+    def patch_download(self, url: str, patch: PatchDownloadInfo) -> None:
+        """Record the change (O(1)); the refresh timer redraws it."""
+        super().patch_download(url, patch)
+        self._dirty[url] = None
+
+    def start(self) -> None:
+        """Show the display (unless already shown) and start the refresh timer.
+
+        Called from the task that runs the batch: unless :meth:`on_cancel` set another action,
+        the Cancel button cancels that task.
+        """
+        self._closed = False
+        self.show()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven by hand (tests): refresh() is called explicitly
+            return
+        if self._cancel_callback is None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._cancel_callback = _task_canceller(loop, task)
+        if self._timer is None or self._timer.done():
+            self._timer = loop.create_task(self._run_timer(), name="nbdl-notebook-refresh")
+        self.refresh()
+
+    def close(self) -> None:
+        """Stop the timer and draw the final state (also after a cancel)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._closed = True
+        self.refresh()
+
+    # -- display -----------------------------------------------------------------------------
+    def show(self) -> None:
+        """Display the tracker in the current cell, once; later calls do nothing.
+
+        Call it from the cell's own code (not from a background task) so the output lands in
+        that cell; ``nbdl.start`` and ``nbdl.fetch_sync`` do.
+        """
+        if self._shown:
+            return
+        self._shown = True
+        self._show_object()
+
+    def on_cancel(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` when the Cancel button is pressed (instead of cancelling the task)."""
+        self._cancel_callback = callback
+
+    def cancel(self) -> None:
+        """What the Cancel button does: ask the batch to stop."""
+        if self._cancel_requested or self._closed:
+            return
+        self._cancel_requested = True
+        if self._cancel_callback is not None:
+            self._cancel_callback()
+
+    # -- refreshing --------------------------------------------------------------------------
+    async def _run_timer(self) -> None:
+        while True:
+            try:
+                sent = self.refresh()
+            except Exception:  # a drawing bug must not kill the downloads
+                logger.exception("nbdl: the notebook display failed; it stops updating")
+                return
+            # The budget keeps a burst of changes (hundreds of bars at once) under the rate too.
+            await asyncio.sleep(max(self.refresh_interval, sent / self.max_messages_per_second))
+
+    #: Widget messages per second the timer aims to stay under (Jupyter drops above 1000/s).
+    max_messages_per_second = 50.0
+
+    def refresh(self) -> int:
+        """Redraw what changed since the last refresh; returns the widgets (messages) touched."""
+        raise NotImplementedError
+
+    def _show_object(self) -> None:
+        raise NotImplementedError
+
+    def _take_dirty(self) -> list[DownloadInfo]:
+        dirty, self._dirty = self._dirty, {}
+        return [self.get(url) for url in dirty]
+
+
+def _task_canceller(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> Callable[[], None]:
+    # The button is clicked on the kernel's thread; the task may run on a private loop.
+    def cancel() -> None:
+        loop.call_soon_threadsafe(task.cancel)
+
+    return cancel
+
+
+class _Totals:
+    """Batch-wide counts kept up to date from the changed rows only (O(changes) per refresh)."""
+
+    def __init__(self) -> None:
+        self.status: Counter[DownloadStatus] = Counter()
+        self.cached = 0
+        self.bytes_done = 0
+        self.bytes_total = 0
+        self.last: dict[str, DownloadInfo] = {}
+        #: Pending and in-progress downloads, in the order they became active.
+        self.active: dict[str, None] = {}
+
+    def update(self, info: DownloadInfo) -> DownloadInfo | None:
+        old = self.last.get(info.url)
+        if old is not None:
+            self._add(old, -1)
+        self._add(info, 1)
+        self.last[info.url] = info
+        if info.status in _ACTIVE:
+            self.active[info.url] = None
+        else:
+            self.active.pop(info.url, None)
+        return old
+
+    def _add(self, info: DownloadInfo, sign: int) -> None:
+        self.status[info.status] += sign
+        self.cached += sign * info.from_cache
+        self.bytes_done += sign * info.bytes_downloaded
+        self.bytes_total += sign * max(info.total_bytes or 0, info.bytes_downloaded)
+
+    @property
+    def files(self) -> int:
+        return len(self.last)
+
+    @property
+    def finished(self) -> int:
+        return sum(self.status[s] for s in _BAR_STYLE)
+
+    def summary(self) -> str:
+        parts = [f"{self.finished}/{self.files} files done"]
+        active = self.status[DownloadStatus.PENDING] + self.status[DownloadStatus.IN_PROGRESS]
+        if active:
+            parts.append(f"{active} active")
+        if self.cached:
+            parts.append(f"{self.cached} cached")
+        for status in (DownloadStatus.FAILED, DownloadStatus.CANCELLED):
+            if self.status[status]:
+                parts.append(f"{self.status[status]} {status.value}")
+        return " · ".join(parts)
+
+
+class NotebookTracker(CellTracker):
+    """Live notebook display: one ``tqdm.notebook`` bar per file, an overall bar, a table.
+
+    ``tracker="auto"`` picks it inside a Jupyter kernel; pass an instance as ``tracker=`` to tune
+    it.  With more than ``max_bars`` files, bars are kept for the active and most recent files
+    only (failures first) and the rest are counted; the table lists ``max_table_rows`` rows
+    until "Show all" is pressed.  Widgets are reachable for tests and custom layouts:
+    ``widget`` (the whole VBox), ``bars`` (URL to bar), ``overall``, ``table``, ``cancel_button``.
+    """
+
+    def __init__(
+        self,
+        *,
+        refresh_interval: float = 0.3,
+        max_bars: int = 12,
+        max_table_rows: int = 50,
+        title: str = "nbdl",
+    ) -> None:
+        super().__init__(refresh_interval=refresh_interval)
+        if max_bars < 1 or max_table_rows < 1:
+            raise ValueError("max_bars and max_table_rows must be >= 1")
+        self.max_bars = max_bars
+        self.max_table_rows = max_table_rows
+        import ipywidgets as widgets
+
+        self._bar_class = _bar_class()
+        self._totals = _Totals()
+        #: URL to its bar, in display order; only files that currently have a bar.
+        self.bars: dict[str, Any] = {}
+        # Finished files, newest last: the candidates for the bars left after the active ones.
+        self._recent: deque[str] = deque()
+        self._all_bars = False  # decided at start(): small batches get a bar per file
+        self.overall = self._bar_class(
+            total=0, desc="total", unit="B", unit_scale=True, unit_divisor=1024, display=False,
+            mininterval=0, miniters=1, leave=True,
+        )  # fmt: skip
+        self.header = widgets.HTML(value=f"<b>{html.escape(title)}</b>")
+        self.files_box = widgets.VBox()
+        self.table = widgets.HTML()
+        self.show_all_button = widgets.ToggleButton(
+            value=False, description="Show all", layout=widgets.Layout(display="none")
+        )
+        self.show_all_button.observe(self._on_show_all, names="value")
+        self.cancel_button = widgets.Button(
+            description="Cancel", button_style="warning", icon="stop", tooltip="Cancel the batch"
+        )
+        self.cancel_button.on_click(lambda _button: self.cancel())
+        self.widget = widgets.VBox(
+            [
+                self.header,
+                self.overall.container,
+                self.files_box,
+                self.table,
+                widgets.HBox([self.cancel_button, self.show_all_button]),
+            ]
+        )
+
+    def _show_object(self) -> None:
+        _ipython_display(self.widget)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def start(self) -> None:
+        """Create the bars, show the display and start the refresh timer."""
+        self._all_bars = len(self._downloads) <= self.max_bars
+        if self._all_bars:
+            for info in self.downloads():
+                self._ensure_bar(info)
+            self.files_box.children = tuple(bar.container for bar in self.bars.values())
+        super().start()
+
+    def cancel(self) -> None:
+        """Stop the batch, as the Cancel button does."""
+        if not self._closed and not self._cancel_requested:
+            with self.cancel_button.hold_sync():
+                self.cancel_button.disabled = True
+                self.cancel_button.description = "Cancelling..."
+        super().cancel()
+
+    def _on_show_all(self, _change: object) -> None:
+        self._render_table(force=True)
+
+    # -- refresh -----------------------------------------------------------------------------
+    def refresh(self) -> int:
+        """Redraw what changed since the last refresh; returns the widgets touched."""
+        changed = self._take_dirty()
+        if not changed and not self._closed_pending():
+            return 0
+        previous: dict[str, DownloadInfo | None] = {}
+        for info in changed:
+            previous[info.url] = self._totals.update(info)
+            if info.is_terminal() and not self._all_bars:
+                self._recent.append(info.url)
+        touched = 0
+        if not self._all_bars:
+            touched += self._choose_bars()
+        for info in changed:
+            bar = self.bars.get(info.url)
+            if bar is not None:
+                touched += self._render_bar(bar, info, previous.get(info.url))
+        touched += self._render_overall()
+        touched += self._render_table()
+        if self._closed:
+            touched += self._finish()
+        return touched
+
+    def _closed_pending(self) -> bool:
+        return self._closed and not self.overall.disable
+
+    def _choose_bars(self) -> int:
+        """Keep bars for the active files, then the newest failures, then the newest others."""
+        active = list(self._totals.active)[: self.max_bars]
+        room = self.max_bars - len(active)
+        # Trim the history so it stays O(max_bars) however long the batch.
+        while len(self._recent) > 4 * self.max_bars:
+            self._recent.popleft()
+        newest = list(dict.fromkeys(reversed(self._recent)))
+        failed = [u for u in newest if self._totals.last[u].status is DownloadStatus.FAILED]
+        others = [u for u in newest if self._totals.last[u].status is not DownloadStatus.FAILED]
+        wanted = active + (failed + others)[: max(room, 0)]
+        keep = set(wanted)
+        if keep == set(self.bars):
+            return 0
+        for url in [u for u in self.bars if u not in keep]:
+            self.bars.pop(url).container.close()
+        for url in [u for u in wanted if u not in self.bars]:
+            bar = self._ensure_bar(self._totals.last[url])
+            # A bar created late has not seen this download's earlier changes: draw it now.
+            self._render_bar(bar, self._totals.last[url], None)
+        self.files_box.children = tuple(bar.container for bar in self.bars.values())
+        return 1 + len(keep)
+
+    def _ensure_bar(self, info: DownloadInfo) -> Any:
+        bar = self.bars.get(info.url)
+        if bar is None:
+            name = info.filename if len(info.filename) <= 40 else info.filename[:37] + "..."
+            bar = self._bar_class(
+                total=info.total_bytes, desc=name, unit="B", unit_scale=True,
+                unit_divisor=1024, display=False, mininterval=0, miniters=1, leave=True,
+            )  # fmt: skip
+            bar.set_postfix_str(_status_text(info), refresh=True)
+            self.bars[info.url] = bar
+        return bar
+
+    def _render_bar(self, bar: Any, info: DownloadInfo, prev: DownloadInfo | None) -> int:
+        if bar.disable:  # closed: a terminal state is final
+            return 0
+        ltext, pbar, rtext = bar.container.children
+        with _held(ltext, pbar, rtext):
+            if info.status is DownloadStatus.IN_PROGRESS and (
+                prev is None
+                or prev.status is not DownloadStatus.IN_PROGRESS
+                or info.bytes_downloaded < bar.n
+            ):
+                # A transfer (re)starts: rates count from here, resumed bytes are not speed.
+                bar.reset(total=info.total_bytes)
+                bar.n = bar.last_print_n = bar.initial = info.bytes_downloaded
+            if info.total_bytes is not None and bar.total != info.total_bytes:
+                bar.total = info.total_bytes
+                pbar.max = info.total_bytes
+                pbar.bar_style = ""
+                pbar.layout.width = None
+            bar.set_postfix_str(_bar_note(info), refresh=False)
+            if info.is_terminal():
+                self._close_bar(bar, pbar, info)
+            elif info.bytes_downloaded > bar.n:
+                bar.update(info.bytes_downloaded - bar.n)
+            else:
+                bar.refresh()
+        return 3
+
+    @staticmethod
+    def _close_bar(bar: Any, pbar: Any, info: DownloadInfo) -> None:
+        if info.status is DownloadStatus.COMPLETED:
+            size = info.total_bytes if info.total_bytes is not None else info.bytes_downloaded
+            bar.total = size
+            pbar.max = max(size, 1)
+            pbar.layout.width = None
+            bar.n = size
+        else:
+            bar.n = info.bytes_downloaded
+        # tqdm's close() picks success or danger from n < total; the status decides here.
+        bar.close()
+        pbar.value = pbar.max if info.status is DownloadStatus.COMPLETED else pbar.value
+        pbar.bar_style = _BAR_STYLE[info.status]
+
+    def _render_overall(self) -> int:
+        totals, bar = self._totals, self.overall
+        if bar.disable:
+            return 0
+        ltext, pbar, rtext = bar.container.children
+        with _held(ltext, pbar, rtext):
+            if bar.total != totals.bytes_total:
+                bar.total = totals.bytes_total
+                pbar.max = max(totals.bytes_total, 1)
+            bar.set_postfix_str(totals.summary(), refresh=False)
+            if totals.bytes_done > bar.n:
+                bar.update(totals.bytes_done - bar.n)
+            else:
+                bar.n = totals.bytes_done
+                bar.refresh()
+        return 3
+
+    def _render_table(self, *, force: bool = False) -> int:
+        rows = list(self._totals.last.values())
+        hidden = 0
+        if len(rows) > self.max_table_rows and not self.show_all_button.value:
+            rows, hidden = self._table_rows(rows), len(rows)
+            hidden -= len(rows)
+        if len(self._totals.last) > self.max_table_rows:
+            self.show_all_button.layout.display = None
+        text = table_html(rows, hidden)
+        if text == self.table.value and not force:
+            return 0
+        self.table.value = text
+        return 1
+
+    def _table_rows(self, rows: list[DownloadInfo]) -> list[DownloadInfo]:
+        """Failures, then active files, then the newest finished, up to ``max_table_rows``."""
+        limit = self.max_table_rows
+        failed = [i for i in rows if i.status is DownloadStatus.FAILED][: limit // 2]
+        active = [i for i in rows if i.status in _ACTIVE][: limit - len(failed)]
+        chosen = {i.url for i in failed + active}
+        newest = [
+            self._totals.last[u] for u in dict.fromkeys(reversed(self._recent)) if u not in chosen
+        ]
+        picked = failed + active + newest[: max(0, limit - len(failed) - len(active))]
+        order = {info.url: n for n, info in enumerate(rows)}
+        return sorted(picked, key=lambda info: order[info.url])
+
+    def _finish(self) -> int:
+        totals, bar = self._totals, self.overall
+        ltext, pbar, rtext = bar.container.children
+        with _held(ltext, pbar, rtext, self.cancel_button):
+            bar.close()
+            if totals.status[DownloadStatus.FAILED]:
+                pbar.bar_style = "danger"
+            elif totals.status[DownloadStatus.CANCELLED]:
+                pbar.bar_style = "warning"
+            else:
+                pbar.value = pbar.max
+                pbar.bar_style = "success"
+            self.cancel_button.disabled = True
+            self.cancel_button.description = (
+                "Cancelled" if totals.status[DownloadStatus.CANCELLED] else "Done"
+            )
+        return 4
+
+
+@contextlib.contextmanager
+def _held(*widgets: Any) -> Iterator[None]:
+    """``hold_sync`` on several widgets: each sends one message with all its changes."""
+    with contextlib.ExitStack() as stack:
+        for widget in widgets:
+            stack.enter_context(widget.hold_sync())
+        yield
+
+
+_BAR_CLASS: Any = None
+
+
+def _bar_class() -> Any:
+    """``tqdm.notebook.tqdm`` without tqdm's monitor thread (our timer is the only redraw)."""
+    global _BAR_CLASS
+    if _BAR_CLASS is None:
+        from tqdm.notebook import tqdm as notebook_tqdm
+
+        class _Bar(notebook_tqdm):  # type: ignore[misc]  # tqdm is untyped
+            # tqdm's monitor thread would redraw bars from another thread, outside the budget.
+            monitor_interval = 0
+
+        _BAR_CLASS = _Bar
+    return _BAR_CLASS
+
+
+class TextNotebookTracker(CellTracker):
+    """The notebook display without ipywidgets: a text summary updated in place about once a second.
+
+    It uses ``display(..., display_id=True)`` and ``update()``, which reach the right output
+    from any task, and never creates a widget (so no "IProgress not found").
+    """
+
+    def __init__(self, *, refresh_interval: float = 1.0, max_lines: int = 20) -> None:
+        super().__init__(refresh_interval=refresh_interval)
+        self.max_lines = max_lines
+        self._totals = _Totals()
+        self._handle: Any = None
+        self.text = ""
+
+    def _show_object(self) -> None:
+        self._handle = _ipython_display(_Text(self.render()), display_id=True)
+
+    def render(self) -> str:
+        """The current text: a summary line and one line per active or failed file."""
+        lines = [f"nbdl: {self._totals.summary()}, {format_bytes(self._totals.bytes_done)}"]
+        shown = [
+            info
+            for info in self._totals.last.values()
+            if info.status in _ACTIVE or info.status is DownloadStatus.FAILED
+        ]
+        for info in shown[: self.max_lines]:
+            detail = f": {info.error}" if info.error else ""
+            lines.append(f"  {_status_text(info):<12} {info.filename} {_size_text(info)}{detail}")
+        if len(shown) > self.max_lines:
+            lines.append(f"  ... and {len(shown) - self.max_lines} more")
+        return "\n".join(lines)
+
+    def refresh(self) -> int:
+        """Update the text if anything changed; returns 1 when a message was sent."""
+        for info in self._take_dirty():
+            self._totals.update(info)
+        text = self.render()
+        if text == self.text:
+            return 0
+        self.text = text
+        if self._handle is not None:
+            self._handle.update(_Text(text))
+        return 1
+
+
+class _Text:
+    """Plain text that front ends show as preformatted."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(self.text)}</pre>"
