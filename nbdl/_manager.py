@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 from collections.abc import Iterable
@@ -178,6 +179,9 @@ class DownloadManager:
             raise
         finally:
             self.tracker.close()
+            # Records only matter while something is unfinished; an empty folder is litter.
+            with contextlib.suppress(OSError):
+                (self.dest / _state.STATE_DIR).rmdir()
         return Results([self._store.get(url) for url in self._order])
 
     def _cancel_queued(self) -> None:

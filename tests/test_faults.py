@@ -30,7 +30,7 @@ async def test_broken_body_resumes_with_range(server: LocalServer, dest: Path, f
     assert second.headers["Range"] == f"bytes={SIZE // 2}-"
     assert second.headers["If-Range"].startswith('"')
     assert not (dest / "b.bin.part").exists()
-    assert not list((dest / ".nbdl").iterdir())
+    assert not (dest / ".nbdl").exists()
 
 
 async def test_broken_body_without_retries_fails_cleanly(server: LocalServer, dest: Path) -> None:
