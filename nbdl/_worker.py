@@ -369,14 +369,18 @@ class DownloadWorker:
         completed = False
         try:
             # Plain blocking writes on purpose: they land in the page cache in microseconds, and a
-            # thread hop per chunk costs more than it saves (measured in benchmarks/).
+            # thread hop per chunk would cost more than the write itself.
             mode = "r+b" if offset else "wb"
-            with _file_errors(part), open(part, mode, buffering=0) as fh:  # noqa: ASYNC230
+            # Only the file operations are wrapped: a network OSError must stay a network error.
+            with _file_errors(part):
+                fh = open(part, mode, buffering=0)  # noqa: ASYNC230, SIM115
+            with fh:
                 if offset:
-                    fh.truncate(offset)
-                    if hasher is not None:
-                        _hash_prefix(fh, hasher, offset)
-                    fh.seek(offset)
+                    with _file_errors(part):
+                        fh.truncate(offset)
+                        if hasher is not None:
+                            _hash_prefix(fh, hasher, offset)
+                        fh.seek(offset)
                 read = resp.content.read
                 size = self.chunk_size
                 while chunk := await read(size):
@@ -471,8 +475,6 @@ def _file_errors(path: Path) -> Iterator[None]:
     except DownloadError:
         raise
     except OSError as exc:
-        if isinstance(exc, aiohttp.ClientError):
-            raise
         reason = exc.strerror or str(exc)
         if exc.errno == errno.ENOTDIR or (exc.errno == errno.EEXIST and not path.is_dir()):
             reason = "a file is in the way of the folder"
