@@ -35,6 +35,8 @@ from ._urls import redact_url
 #: Large reads keep one stream from being CPU-bound (1 KiB reads cost 4x the CPU; see KNOWLEDGE).
 DEFAULT_CHUNK_SIZE = 512 * 1024
 _HASH_BLOCK = 1024 * 1024
+#: Bodies smaller than this get no resume record: restarting them costs less than the record.
+RESUME_MIN_BYTES = 256 * 1024
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 Report = Callable[[PatchDownloadInfo], None]
@@ -204,8 +206,9 @@ class DownloadWorker:
         claim: Claim,
         progress: _Progress,
     ) -> None:
-        with _file_errors(item.dest):
-            item.dest.mkdir(parents=True, exist_ok=True)
+        if not item.dest.is_dir():  # a stat, not a mkdir per file
+            with _file_errors(item.dest):
+                item.dest.mkdir(parents=True, exist_ok=True)
         failures = 0
         while True:
             progress.attempts += 1
@@ -276,6 +279,9 @@ class DownloadWorker:
             etag = resp.headers.get("ETag")
             last_modified = resp.headers.get("Last-Modified")
             resumable = not encoded and bool((etag and not etag.startswith("W/")) or last_modified)
+            # A small body is cheaper to fetch again than to keep a record for (a file
+            # creation costs ~0.6 ms on ext4 here; see benchmarks/README.md).
+            resumable = resumable and (total is None or total >= RESUME_MIN_BYTES)
             if resumable and offset == 0:
                 with _file_errors(item.dest):
                     _state.save(
