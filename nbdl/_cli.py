@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, InvalidConfigError) as exc:
         print(f"nbdl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (`nbdl ... | head`): stop quietly, and keep Python from
+        # complaining about stdout again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(
             "nbdl: interrupted; partial files are kept, run the same command again to resume",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -24,6 +25,8 @@ from ._tracker import DownloadTracker
 
 __all__ = ["LogTracker", "RichTracker"]
 
+#: What writing to a terminal or pipe that went away raises (ValueError: a closed file).
+_BROKEN_OUTPUT = (OSError, ValueError)
 _ACTIVE = frozenset({DownloadStatus.PENDING, DownloadStatus.IN_PROGRESS})
 _LOST = frozenset({DownloadStatus.FAILED, DownloadStatus.CANCELLED})
 #: Failures printed one by one before the rest are left to the summary (a batch of 10,000
@@ -162,6 +165,7 @@ class RichTracker(DownloadTracker):
         self._waiting: dict[str, None] = {}
         self._settled: set[str] = set()
         self._completed = 0
+        self._completed_bytes = 0
         self._failed = 0
         self._cancelled = 0
         self._failure_lines = 0
@@ -237,12 +241,20 @@ class RichTracker(DownloadTracker):
             self._timer.cancel()
             self._timer = None
         self._ended_at = self._clock()
-        self.refresh()
-        self._progress.stop()
-        self.console.print(self.summary())
+        # close() runs in the manager's finally: a dead terminal must not replace the results.
+        with contextlib.suppress(*_BROKEN_OUTPUT):
+            self.refresh()
+        with contextlib.suppress(*_BROKEN_OUTPUT):
+            self._progress.stop()
+            self.console.print(self.summary())
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.refresh()
+        try:
+            self.refresh()
+        except _BROKEN_OUTPUT:
+            # The terminal went away (closed pipe): the downloads go on without a display.
+            self._timer = None
+            return
         self._timer = loop.call_later(self._interval, self._tick, loop)
 
     # -- drawing -----------------------------------------------------------------------------
@@ -292,6 +304,7 @@ class RichTracker(DownloadTracker):
         self._waiting.pop(url, None)
         if info.status is DownloadStatus.COMPLETED:
             self._completed += 1
+            self._completed_bytes += info.bytes_downloaded
             return
         if info.status is DownloadStatus.FAILED:
             self._failed += 1
@@ -340,8 +353,16 @@ class RichTracker(DownloadTracker):
         total: float | None = float(totals.known_total - self._lost_bytes)
         estimate = unknown > 0
         if estimate:
-            # Files not started yet are assumed to be as large as the average known one.
-            average = totals.known_total / totals.known if totals.known else None
+            # Files not started yet are assumed to be as large as the average finished one
+            # (else the average known one). Finished files are the better guide: high-priority
+            # large files start first and would make the queued small ones look large.
+            average = (
+                self._completed_bytes / self._completed
+                if self._completed
+                else totals.known_total / totals.known
+                if totals.known
+                else None
+            )
             total = None if average is None else float(total or 0) + unknown * average
         if total is not None:
             total = max(total, float(totals.done_bytes))
@@ -441,13 +462,20 @@ class LogTracker(DownloadTracker):
         self._started_at: float | None = None
         self._settled = 0
         self._closed = False
+        self._broken = False
 
     def _write(self, line: str) -> None:
         out = self._file if self._file is not None else sys.stdout
         if out is None:  # pythonw and friends have no standard output
             return
-        out.write(_clean(line) + "\n")
-        out.flush()
+        if self._broken:
+            return
+        try:
+            out.write(_clean(line) + "\n")
+            out.flush()
+        except _BROKEN_OUTPUT:
+            # A closed pipe (`nbdl ... | head`) must not fail the downloads that report here.
+            self._broken = True
 
     def patch_download(self, url: str, patch: PatchDownloadInfo) -> None:
         """Record an update; write a line when a download completes or fails."""

@@ -245,3 +245,49 @@ def test_terminal_tracker_picks_log_lines_when_stdout_is_not_a_terminal(
     assert isinstance(terminal_tracker(None), LogTracker)
     assert isinstance(terminal_tracker("rich"), RichTracker)
     assert isinstance(terminal_tracker("log"), LogTracker)
+
+
+def test_overall_total_is_estimated_from_finished_files() -> None:
+    """Sizes not known yet are estimated (marked ~) from the files already finished."""
+    console, _ = terminal()
+    tracker = RichTracker(console=console, clock=Clock())
+    a, b, c = register(tracker, 3)
+    tracker.start()
+    tracker.patch_download(
+        a, PatchDownloadInfo(status=DownloadStatus.IN_PROGRESS, total_bytes=8 * MiB)
+    )
+    tracker.refresh()
+    assert "0 B/~24.0 MiB" in frame(tracker)  # two unknown files guessed at 8 MiB each
+    tracker.patch_download(
+        b,
+        PatchDownloadInfo(status=DownloadStatus.COMPLETED, bytes_downloaded=MiB, total_bytes=MiB),
+    )
+    tracker.refresh()
+    assert "1.0 MiB/~10.0 MiB" in frame(tracker)  # the last one guessed like the finished one
+    tracker.patch_download(c, PatchDownloadInfo(status=DownloadStatus.FAILED, error="x"))
+    tracker.refresh()
+    assert "1.0 MiB/9.0 MiB" in frame(tracker)  # every size known or given up: exact
+    tracker.close()
+
+
+def test_log_tracker_survives_a_closed_output() -> None:
+    """A closed pipe stops the log lines, never the downloads reporting to the tracker."""
+    out = io.StringIO()
+    tracker = LogTracker(file=out)
+    (url,) = register(tracker, 1)
+    tracker.start()
+    out.close()
+    tracker.patch_download(url, PatchDownloadInfo(status=DownloadStatus.COMPLETED))
+    tracker.close()
+    assert tracker.get(url).status is DownloadStatus.COMPLETED
+
+
+def test_terminal_tracker_picks_rich_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tracker='auto' on a terminal gives the live Rich display."""
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdout", Tty())
+    assert isinstance(terminal_tracker(None), RichTracker)
