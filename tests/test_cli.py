@@ -8,6 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from nbdl import InvalidConfigError
+from nbdl._manifest import parse_manifest
 from nbdl.testing import LocalServer, content_for
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -221,3 +225,27 @@ def test_ctrl_c_keeps_the_partial_file_and_a_rerun_resumes(server: LocalServer, 
     assert not part.exists()
     assert server.requests[-1].headers.get("Range", "").startswith("bytes=")
     assert "resumed at" in result.stdout
+
+
+def test_manifest_format_is_recognised_without_a_file_suffix() -> None:
+    """Standard input has no suffix: a url header row means CSV, a '[' means JSON."""
+    csv_text = "url,priority,checksum\nhttp://h/a.bin,4,\nhttp://h/b.bin,,md5:" + "0" * 32 + "\n"
+    configs = parse_manifest(csv_text, "<stdin>")
+    assert [(c.url, c.priority, c.checksum) for c in configs] == [
+        ("http://h/a.bin", 4, None),
+        ("http://h/b.bin", 1, "md5:" + "0" * 32),
+    ]
+    json_text = '  [{"url": "http://h/c.bin", "headers": {"X-A": "1"}}, "http://h/d.bin"]'
+    configs = parse_manifest(json_text, "<stdin>")
+    assert configs[0].headers == {"X-A": "1"}
+    assert configs[1].url == "http://h/d.bin"
+    text = "# url,filename\nhttp://h/e.bin\n"  # a comment that looks like a header is text
+    assert [c.url for c in parse_manifest(text, "<stdin>")] == ["http://h/e.bin"]
+
+
+def test_manifest_errors_name_the_line() -> None:
+    """Unbalanced quotes and bad checksums name their line in a text manifest."""
+    with pytest.raises(InvalidConfigError, match=r"^l.txt line 2: No closing quotation"):
+        parse_manifest("http://h/a\nhttp://h/b filename='x\n", "l.txt")
+    with pytest.raises(InvalidConfigError, match=r"^l.txt line 1: .*checksum"):
+        parse_manifest("http://h/a checksum=sha256:abc\n", "l.txt")
