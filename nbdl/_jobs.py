@@ -103,10 +103,16 @@ def cell_tracker(tracker: Tracker) -> CellTracker | None:
     return tracker if module is not None and isinstance(tracker, module.CellTracker) else None
 
 
-def show_in_cell(tracker: Tracker) -> None:
-    """Display a notebook tracker now, from the caller's cell (later tasks would miss it)."""
-    display = cell_tracker(tracker)
+def show_in_cell(prepared: Prepared) -> None:
+    """Display a notebook tracker now, from the caller's cell (later tasks would miss it).
+
+    The batch is registered first, so that the bars are created here too: widgets created by
+    a background task belong to no cell (nbclient, for one, drops them).
+    """
+    display = cell_tracker(prepared.tracker)
     if display is not None:
+        for info in prepared.initial.values():
+            display.register_download(info)
         display.show()
 
 
@@ -166,7 +172,7 @@ class DownloadJob:
         display = cell_tracker(self.tracker)
         if display is not None:
             display.on_cancel(self.cancel)
-        show_in_cell(self.tracker)
+        show_in_cell(prepared)
         self._task: asyncio.Task[Results] = loop.create_task(
             self._run(), name=f"nbdl-job-{self.number}"
         )
@@ -221,12 +227,24 @@ class DownloadJob:
     @property
     def results(self) -> Results | None:
         """The ``Results`` once the job has ended, else None."""
-        if not self._task.done() or self._task.cancelled() or self._task.exception():
+        if not self._task.done():
             return None
-        return self._task.result()
+        if self._task.cancelled():
+            # Cancelled before its first step ran: nothing downloaded, all cancelled.
+            return self._cancelled_results() if self._cancel_requested else None
+        return None if self._task.exception() else self._task.result()
 
     def __await__(self) -> Generator[Any, None, Results]:
-        return asyncio.shield(self._task).__await__()
+        return self._wait().__await__()
+
+    async def _wait(self) -> Results:
+        try:
+            # The shield: cancelling the waiter (a cell interrupt) must not cancel the job.
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if self._task.cancelled() and self._cancel_requested:
+                return self._cancelled_results()
+            raise
 
     def __repr__(self) -> str:
         if not self._task.done():

@@ -304,7 +304,9 @@ class NotebookTracker(CellTracker):
         #: URL to its bar, in display order; only files that currently have a bar.
         self.bars: dict[str, Any] = {}
         # Finished files, newest last: the candidates for the bars left after the active ones.
-        self._recent: deque[str] = deque()
+        # Failures have their own history so that a run of successes does not push them out.
+        self._recent: deque[str] = deque(maxlen=max(max_bars, max_table_rows))
+        self._failures: deque[str] = deque(maxlen=max(max_bars, max_table_rows))
         self._all_bars = False  # decided at start(): small batches get a bar per file
         self.overall = self._bar_class(
             total=0, desc="total", unit="B", unit_scale=True, unit_divisor=1024, display=False,
@@ -332,6 +334,7 @@ class NotebookTracker(CellTracker):
         )
 
     def _show_object(self) -> None:
+        self._layout_bars()
         _ipython_display(self.widget)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -339,12 +342,23 @@ class NotebookTracker(CellTracker):
 
     def start(self) -> None:
         """Create the bars, show the display and start the refresh timer."""
-        self._all_bars = len(self._downloads) <= self.max_bars
-        if self._all_bars:
-            for info in self.downloads():
-                self._ensure_bar(info)
-            self.files_box.children = tuple(bar.container for bar in self.bars.values())
+        self._layout_bars()
         super().start()
+
+    def _layout_bars(self) -> None:
+        """A bar per file for small batches, made as early as possible.
+
+        ``nbdl.start`` shows the display from the calling cell with the batch already
+        registered, so that the widgets are created there rather than in the background task.
+        """
+        self._all_bars = len(self._downloads) <= self.max_bars
+        if not self._all_bars:
+            return
+        for info in self.downloads():
+            self._ensure_bar(info)
+        children = tuple(bar.container for bar in self.bars.values())
+        if children != self.files_box.children:
+            self.files_box.children = children
 
     def cancel(self) -> None:
         """Stop the batch, as the Cancel button does."""
@@ -365,9 +379,10 @@ class NotebookTracker(CellTracker):
             return 0
         previous: dict[str, DownloadInfo | None] = {}
         for info in changed:
-            previous[info.url] = self._totals.update(info)
-            if info.is_terminal() and not self._all_bars:
-                self._recent.append(info.url)
+            old = previous[info.url] = self._totals.update(info)
+            if info.is_terminal() and (old is None or not old.is_terminal()):
+                failed = info.status is DownloadStatus.FAILED
+                (self._failures if failed else self._recent).append(info.url)
         touched = 0
         if not self._all_bars:
             touched += self._choose_bars()
@@ -388,13 +403,8 @@ class NotebookTracker(CellTracker):
         """Keep bars for the active files, then the newest failures, then the newest others."""
         active = list(self._totals.active)[: self.max_bars]
         room = self.max_bars - len(active)
-        # Trim the history so it stays O(max_bars) however long the batch.
-        while len(self._recent) > 4 * self.max_bars:
-            self._recent.popleft()
-        newest = list(dict.fromkeys(reversed(self._recent)))
-        failed = [u for u in newest if self._totals.last[u].status is DownloadStatus.FAILED]
-        others = [u for u in newest if self._totals.last[u].status is not DownloadStatus.FAILED]
-        wanted = active + (failed + others)[: max(room, 0)]
+        newest = [*reversed(self._failures), *reversed(self._recent)]
+        wanted = active + newest[: max(room, 0)]
         keep = set(wanted)
         if keep == set(self.bars):
             return 0
@@ -498,9 +508,7 @@ class NotebookTracker(CellTracker):
         failed = [i for i in rows if i.status is DownloadStatus.FAILED][: limit // 2]
         active = [i for i in rows if i.status in _ACTIVE][: limit - len(failed)]
         chosen = {i.url for i in failed + active}
-        newest = [
-            self._totals.last[u] for u in dict.fromkeys(reversed(self._recent)) if u not in chosen
-        ]
+        newest = [self._totals.last[u] for u in reversed(self._recent) if u not in chosen]
         picked = failed + active + newest[: max(0, limit - len(failed) - len(active))]
         order = {info.url: n for n, info in enumerate(rows)}
         return sorted(picked, key=lambda info: order[info.url])

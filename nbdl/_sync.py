@@ -51,7 +51,7 @@ def fetch_sync(
         raise RuntimeError(
             f"{busy[0]!r} is downloading some of these files; 'await' it before fetch_sync"
         )
-    show_in_cell(prepared.tracker)
+    show_in_cell(prepared)
     return _run_in_thread(prepared)
 
 
