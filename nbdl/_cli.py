@@ -126,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(output=args.output, jobs=args.jobs)
         raise UsageError("a command is needed: 'nbdl fetch URL...' or 'nbdl demo'")
+    except SystemExit as exc:  # --help and --version end here; callers of main() get a status
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
     except (UsageError, InvalidConfigError) as exc:
         print(f"nbdl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

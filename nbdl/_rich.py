@@ -132,7 +132,7 @@ class _Display(Progress):
 class RichTracker(DownloadTracker):
     """A live terminal display: one row per active file, an overall row, failures, a summary.
 
-    Only active downloads get a row (at most ``max_rows``; the overall row counts the rest), and
+    Only active downloads get a row (at most ``max_rows``, then one line counts the others), and
     finished rows are removed, so 10,000 files neither slow it down nor fill the screen.  A
     failure is printed with its error as it happens; ``close`` prints a summary table.
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nbdl import InvalidConfigError
+from nbdl._cli import main
 from nbdl._manifest import parse_manifest
 from nbdl.testing import LocalServer, content_for
 
@@ -249,3 +250,11 @@ def test_manifest_errors_name_the_line() -> None:
         parse_manifest("http://h/a\nhttp://h/b filename='x\n", "l.txt")
     with pytest.raises(InvalidConfigError, match=r"^l.txt line 1: .*checksum"):
         parse_manifest("http://h/a checksum=sha256:abc\n", "l.txt")
+
+
+def test_main_returns_the_status_instead_of_exiting(capsys: pytest.CaptureFixture[str]) -> None:
+    """main() called from Python returns 0 for --version and 2 for bad usage; no SystemExit."""
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("nbdl ")
+    assert main(["fetch", "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
