@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ._errors import InvalidConfigError
-from ._manager import DownloadManager, queue_all
+from ._manager import DEFAULT_MAX_PER_HOST, DownloadManager, queue_all
 from ._models import FileConfig, Results, check_headers
 from ._select import resolve_tracker
 from ._tracker import Tracker
@@ -28,13 +28,25 @@ async def fetch(
     read_timeout: float | None = 60,
     overwrite: bool = False,
     headers: Mapping[str, str] | None = None,
+    segments: int | None = None,
+    max_per_host: int = DEFAULT_MAX_PER_HOST,
 ) -> Results:
     """Download every item into ``dest`` concurrently and return one result per item.
 
     Every item and setting is validated before the first request: a bad one raises
     ``InvalidConfigError`` (a ``ValueError``) naming it, and nothing is downloaded.  A file that
     fails is reported in the results, never raised; see ``Results.raise_for_errors()``.
+
+    Large files are fetched as several byte ranges at once when the server allows it:
+    ``segments=None`` decides per file (files of 64 MiB or more get 4), ``segments=N`` uses up to
+    N, ``segments=1`` never splits (``FileConfig(segments=...)`` overrides it per file).
+    ``max_per_host`` caps the connections open to one host at a time, segments included.
     """
+    for name, value in (("segments", segments), ("max_per_host", max_per_host)):
+        if value is None and name == "segments":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidConfigError(f"{name} must be an int >= 1, got {value!r}")
     settings = check_settings(
         max_workers=max_workers,
         retries=retries,
@@ -49,6 +61,7 @@ async def fetch(
         timeout=timeout,
         read_timeout=read_timeout,
         overwrite=overwrite,
+        segments=segments,
     )
     if isinstance(items, str | FileConfig):
         raise InvalidConfigError(
@@ -60,6 +73,7 @@ async def fetch(
         tracker=chosen,
         worker=worker,
         headers=settings.headers,
+        max_per_host=max_per_host,
     )
     # Queue (and so validate) every item before the session opens: bad input costs no request.
     queue_all(manager, items)

@@ -23,6 +23,9 @@ from ._urls import redact_url
 from ._version import USER_AGENT
 from ._worker import DownloadWorker, Report, WorkItem
 
+#: Connections to one host at a time: browsers use 6, aria2c allows at most 16 per download.
+DEFAULT_MAX_PER_HOST = 8
+
 
 class DownloadManager:
     """Runs a batch: every queued item is downloaded by at most ``max_workers`` workers.
@@ -44,9 +47,14 @@ class DownloadManager:
         tracker: Tracker | None = None,
         worker: DownloadWorker | None = None,
         headers: dict[str, str] | None = None,
+        max_per_host: int = DEFAULT_MAX_PER_HOST,
     ) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise InvalidConfigError(f"max_workers must be an int >= 1, got {max_workers!r}")
+        if isinstance(max_per_host, bool) or not isinstance(max_per_host, int) or max_per_host < 1:
+            raise InvalidConfigError(f"max_per_host must be an int >= 1, got {max_per_host!r}")
+        #: Connections open to one host at a time, segments of a large file included.
+        self.max_per_host = max_per_host
         if not isinstance(dest, str | Path) or str(dest) == "":
             raise InvalidConfigError(f"dest must be a folder path, got {dest!r}")
         self.dest = Path(dest).expanduser()
@@ -84,7 +92,10 @@ class DownloadManager:
 
     def _make_session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
-            limit=max(self.max_workers, 10), ttl_dns_cache=300, enable_cleanup_closed=True
+            limit=max(self.max_workers, self.max_per_host, 10),
+            limit_per_host=self.max_per_host,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=True,
         )
         return aiohttp.ClientSession(
             connector=connector,

@@ -85,6 +85,8 @@ class FileConfig:
     content_type: str | None = None
     checksum: str | None = None
     headers: Mapping[str, str] | None = None
+    #: Up to this many ranged connections for this file; None: automatic, 1: one stream.
+    segments: int | None = None
 
     def __post_init__(self) -> None:
         check_url(self.url)
@@ -100,6 +102,12 @@ class FileConfig:
             raise ValueError(f"size_bytes must be a non-negative int, got {self.size_bytes!r}")
         if self.checksum is not None:
             Checksum.parse(self.checksum)
+        if self.segments is not None and (
+            isinstance(self.segments, bool)
+            or not isinstance(self.segments, int)
+            or self.segments < 1
+        ):
+            raise ValueError(f"segments must be an int >= 1 or None, got {self.segments!r}")
         if self.headers is not None:
             check_headers(self.headers)
             # Frozen means frozen: a caller's dict mutated later must not change this config.

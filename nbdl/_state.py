@@ -31,6 +31,8 @@ class Record:
     last_modified: str | None = None
     total: int | None = None
     complete: bool = False
+    #: A segmented download's progress: ``[start, end, done]`` per segment (see ``_segments``).
+    segments: list[list[int]] | None = None
 
     @property
     def validator(self) -> str | None:

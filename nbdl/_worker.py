@@ -17,7 +17,7 @@ from typing import IO
 
 import aiohttp
 
-from . import _state
+from . import _segments, _state
 from ._errors import (
     ChecksumMismatchError,
     DownloadError,
@@ -83,6 +83,8 @@ class WorkItem:
     headers: Mapping[str, str]
     index: int
     checksum: Checksum | None = field(default=None)
+    #: Set when the server broke the rules of a segmented download: one stream from now on.
+    segments_off: bool = False
 
     @property
     def url(self) -> str:
@@ -125,9 +127,14 @@ class DownloadWorker:
         timeout: float | None = None,
         overwrite: bool = False,
         max_redirects: int = 10,
+        segments: int | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
+        if segments is not None and (
+            isinstance(segments, bool) or not isinstance(segments, int) or segments < 1
+        ):
+            raise ValueError(f"segments must be an int >= 1 or None, got {segments!r}")
         self.chunk_size = chunk_size
         self.retry = retry or RetryPolicy()
         self.read_timeout = read_timeout
@@ -135,6 +142,8 @@ class DownloadWorker:
         self.timeout = timeout
         self.overwrite = overwrite
         self.max_redirects = max_redirects
+        #: Segments per large file: None splits automatically, 1 never (see ``_segments``).
+        self.segments = segments
 
     async def download(
         self, session: aiohttp.ClientSession, item: WorkItem, report: Report, claim: Claim
@@ -253,6 +262,9 @@ class DownloadWorker:
             offset = _partial_size(item)
             if record.total is not None and offset >= record.total:
                 offset = 0
+        if resume and record is not None and record.segments and record.name == item.name:
+            await self._segmented(session, item, report, record)
+            return
         headers = {"Accept-Encoding": "identity", **item.headers}
         if offset:
             assert record is not None
@@ -294,7 +306,42 @@ class DownloadWorker:
                             total=total,
                         ),
                     )
+            wanted = item.config.segments if item.config.segments is not None else self.segments
+            if resumable and offset == 0 and not item.segments_off:
+                count = _segments.segment_count(resp, total, wanted, session)
+                if count > 1:
+                    fresh = _state.Record(item.url, item.name, etag, last_modified, total)
+                    await self._segmented(session, item, report, fresh, resp, count)
+                    return
             await self._stream(resp, item, report, offset, total, resumable)
+
+    async def _segmented(
+        self,
+        session: aiohttp.ClientSession,
+        item: WorkItem,
+        report: Report,
+        record: _state.Record,
+        first: aiohttp.ClientResponse | None = None,
+        count: int = 0,
+    ) -> None:
+        """The segmented path; a server breaking its rules sends the file down one stream."""
+        try:
+            done = await _segments.download(
+                self, session, item, report, record, first=first, count=count
+            )
+        except _segments.Fallback as exc:
+            item.segments_off = True
+            report(PatchDownloadInfo(note=f"downloading in one stream: {exc}"))
+            raise _RestartFromZero from exc
+        self._finish_record(item)
+        report(
+            PatchDownloadInfo(
+                status=DownloadStatus.COMPLETED,
+                bytes_downloaded=done,
+                total_bytes=done,
+                finished_at=time.time(),
+            )
+        )
 
     def _check_response(
         self,

@@ -25,6 +25,9 @@ parameters inject faults:
 ``etag``       ``fixed`` (default), ``none`` (no validators), ``weak``, or ``change``: a new
                version of the content (and ETag) on every request.
 ``ranges``     ``yes`` (default) or ``no``: whether ``Range`` is honoured at all.
+               ``Range: bytes=a-b`` (closed ranges, as segmented downloads send) is honoured.
+``ifrange``    ``ignore``: honour ``Range`` even when ``If-Range`` no longer matches (a broken
+               server; with ``etag=change`` it serves bytes of a new version as a 206).
 ``cd``         a raw ``Content-Disposition`` header value.
 ``delay``      seconds to wait before answering; ``rate`` bytes per second for the body.
 ``at``, ``stall``  fault position in bytes (default: half the body) and stall seconds.
@@ -257,22 +260,28 @@ class LocalServer:
         if "cd" in q:
             headers["Content-Disposition"] = q["cd"]
 
-        start, status = 0, 200
+        start, stop, status = 0, size, 200
         range_header = request.headers.get("Range")
         if range_header and honour_ranges and fault != "norange":
             if_range = request.headers.get("If-Range")
-            if if_range is None or if_range in (etag, headers.get("Last-Modified")):
-                spec = range_header.removeprefix("bytes=").split("-")[0]
+            if (
+                if_range is None
+                or if_range in (etag, headers.get("Last-Modified"))
+                or q.get("ifrange") == "ignore"
+            ):
+                spec, _, last = range_header.removeprefix("bytes=").partition("-")
                 start = int(spec) if spec.isdigit() else 0
+                if last.isdigit():  # bytes=a-b: a closed range (segmented downloads)
+                    stop = min(int(last) + 1, size)
                 if start >= size:
                     return web.Response(
                         status=416, headers={"Content-Range": f"bytes */{size}"}, text="416\n"
                     )
                 status = 206
-        payload = body[start:]
+        payload = body[start:stop]
         if status == 206:
             first = start + 7 if fault == "badrange" else start
-            headers["Content-Range"] = f"bytes {first}-{size - 1}/{size}"
+            headers["Content-Range"] = f"bytes {first}-{stop - 1}/{size}"
         if fault != "longer":
             headers["Content-Length"] = str(len(payload))
         response = web.StreamResponse(status=status, headers=headers)

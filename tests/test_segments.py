@@ -1,0 +1,194 @@
+"""Segmented downloads: correct files from ranged connections, or a clean fallback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import nbdl
+from nbdl import _segments
+from nbdl.testing import LocalServer, RequestRecord, content_for
+
+from .conftest import FAST_RETRY
+
+MIB = 1024 * 1024
+SIZE = 8 * MIB  # four segments of 2 MiB
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+def _ranges(requests: list[RequestRecord]) -> list[tuple[int, int | None]]:
+    spans = []
+    for r in requests:
+        match = _RANGE.fullmatch(r.headers.get("Range", ""))
+        if match:
+            spans.append((int(match[1]), int(match[2]) if match[2] else None))
+    return spans
+
+
+async def _one(url: str | nbdl.FileConfig, dest: Path, **kwargs: object) -> nbdl.DownloadInfo:
+    results = await nbdl.fetch([url], dest, tracker="none", **kwargs)  # type: ignore[arg-type]
+    return results[0]
+
+
+async def test_segments_fetch_closed_ranges_and_assemble_the_file(
+    server: LocalServer, dest: Path
+) -> None:
+    """segments=4 sends one plain GET and three closed Range requests; the file is exact."""
+    info = await _one(server.url("/data/s.bin", size=SIZE), dest, segments=4)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert (dest / "s.bin").read_bytes() == content_for("s.bin", SIZE)
+    requests = server.requests_for("/data/s.bin")
+    assert len(requests) == 4
+    assert "Range" not in requests[0].headers
+    quarter = SIZE // 4
+    assert sorted(_ranges(requests)) == [(i * quarter, (i + 1) * quarter - 1) for i in (1, 2, 3)]
+    assert all(
+        r.headers["If-Range"] == requests[0].headers.get("If-Range", r.headers["If-Range"])
+        for r in requests[1:]
+    )
+    assert not (dest / "s.bin.part").exists()
+    assert not (dest / ".nbdl").exists()
+
+
+async def test_small_files_are_not_split_automatically(server: LocalServer, dest: Path) -> None:
+    """Below the automatic threshold a file is one request, whatever the server allows."""
+    info = await _one(server.url("/data/small.bin", size=SIZE), dest)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert len(server.requests_for("/data/small.bin")) == 1
+
+
+async def test_large_files_are_split_automatically(server: LocalServer, dest: Path) -> None:
+    """A file of AUTO_MIN_BYTES is split into AUTO_SEGMENTS without being asked."""
+    size = _segments.AUTO_MIN_BYTES
+    info = await _one(server.url("/data/auto.bin", size=size), dest)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert len(server.requests_for("/data/auto.bin")) == _segments.AUTO_SEGMENTS
+    assert (dest / "auto.bin").read_bytes() == content_for("auto.bin", size)
+
+
+async def test_file_config_segments_one_keeps_one_stream(server: LocalServer, dest: Path) -> None:
+    """FileConfig(segments=1) overrides fetch(segments=4): one request."""
+    cfg = nbdl.FileConfig(server.url("/data/one.bin", size=SIZE), segments=1)
+    info = await _one(cfg, dest, segments=4)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert len(server.requests_for("/data/one.bin")) == 1
+
+
+async def test_server_ignoring_range_midway_falls_back_to_one_stream(
+    server: LocalServer, dest: Path
+) -> None:
+    """A segment answered 200 (Range ignored) restarts the file in one stream from zero."""
+    url = server.url("/data/nr.bin", size=SIZE, fail="ok,ok,norange")
+    info = await _one(url, dest, segments=4)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert (dest / "nr.bin").read_bytes() == content_for("nr.bin", SIZE)
+    last = server.requests_for("/data/nr.bin")[-1]
+    assert "Range" not in last.headers
+    assert not (dest / "nr.bin.part").exists()
+
+
+async def test_wrong_content_range_on_a_segment_falls_back(server: LocalServer, dest: Path) -> None:
+    """A 206 whose Content-Range is not the range asked for is never written into the file."""
+    url = server.url("/data/br.bin", size=SIZE, fail="ok,badrange")
+    info = await _one(url, dest, segments=4)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert (dest / "br.bin").read_bytes() == content_for("br.bin", SIZE)
+    assert "Range" not in server.requests_for("/data/br.bin")[-1].headers
+
+
+async def test_a_failing_segment_resumes_from_its_own_offset(
+    server: LocalServer, dest: Path
+) -> None:
+    """A segment reset mid-way is retried from where it broke, not from byte zero."""
+    url = server.url("/data/rs.bin", size=SIZE, fail="ok,ok,reset")
+    info = await _one(url, dest, segments=4, retries=FAST_RETRY)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert (dest / "rs.bin").read_bytes() == content_for("rs.bin", SIZE)
+    requests = server.requests_for("/data/rs.bin")
+    assert sum("Range" not in r.headers for r in requests) == 1  # never restarted from zero
+    assert info.resumed_from > 0
+    starts = {start for start, _ in _ranges(requests)}
+    assert starts - {i * SIZE // 4 for i in range(4)}  # some range starts inside a segment
+
+
+async def test_segment_progress_survives_a_failed_run(server: LocalServer, dest: Path) -> None:
+    """After a failed run the record holds each segment's progress; the next run continues."""
+    url = server.url("/data/kp.bin", size=SIZE, fail="ok,ok,reset")
+    first = await _one(url, dest, segments=4, retries=0)
+    assert first.status is nbdl.DownloadStatus.FAILED
+    assert (dest / "kp.bin.part").stat().st_size == SIZE
+    (record_file,) = (dest / ".nbdl").glob("*.json")
+    spans = json.loads(record_file.read_text())["segments"]
+    assert [s[:2] for s in spans] == [[i * SIZE // 4, (i + 1) * SIZE // 4] for i in range(4)]
+    kept = sum(done for _, _, done in spans)
+    assert 0 < kept < SIZE
+    server.reset_stats()
+
+    second = await _one(url, dest, segments=4)
+    assert second.status is nbdl.DownloadStatus.COMPLETED
+    assert second.resumed_from == kept
+    requested = server.requests_for("/data/kp.bin")
+    assert all("Range" in r.headers for r in requested)
+    assert sum(end - start + 1 for start, end in _ranges(requested) if end) == SIZE - kept
+    assert (dest / "kp.bin").read_bytes() == content_for("kp.bin", SIZE)
+    assert not (dest / "kp.bin.part").exists()
+
+
+async def test_resource_changing_between_segments_gives_one_whole_version(
+    server: LocalServer, dest: Path
+) -> None:
+    """A new version between segments (If-Range fails) gives the new file whole, never a mix."""
+    url = server.url("/data/ch.bin", size=SIZE, etag="change")
+    info = await _one(url, dest, segments=4)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    version = len(server.requests_for("/data/ch.bin")) - 1
+    assert (dest / "ch.bin").read_bytes() == content_for("ch.bin", SIZE, version)
+
+
+async def test_changed_etag_is_caught_when_the_server_ignores_if_range(
+    server: LocalServer, dest: Path
+) -> None:
+    """A 206 carrying another ETag (If-Range ignored) is refused: the file is one version."""
+    url = server.url("/data/ig.bin", size=SIZE, etag="change", ifrange="ignore")
+    info = await _one(url, dest, segments=4)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    requests = server.requests_for("/data/ig.bin")
+    assert "Range" not in requests[-1].headers
+    assert (dest / "ig.bin").read_bytes() == content_for("ig.bin", SIZE, len(requests) - 1)
+
+
+async def test_checksum_covers_the_assembled_file(server: LocalServer, dest: Path) -> None:
+    """The checksum is checked over the whole segmented file; a mismatch leaves nothing behind."""
+    body = content_for("ck.bin", SIZE)
+    good = nbdl.FileConfig(
+        server.url("/data/ck.bin", size=SIZE), checksum="sha256:" + hashlib.sha256(body).hexdigest()
+    )
+    assert (await _one(good, dest, segments=4)).status is nbdl.DownloadStatus.COMPLETED
+    bad = nbdl.FileConfig(server.url("/data/ck2.bin", size=SIZE), checksum="sha256:" + "0" * 64)
+    info = await _one(bad, dest, segments=4, retries=0)
+    assert info.status is nbdl.DownloadStatus.FAILED
+    assert info.error_kind is nbdl.ErrorKind.CHECKSUM
+    assert not (dest / "ck2.bin").exists()
+    assert not (dest / "ck2.bin.part").exists()
+
+
+async def test_per_host_cap_bounds_the_segments(server: LocalServer, dest: Path) -> None:
+    """max_per_host=2 with segments=8: never more than two connections to the host."""
+    info = await _one(server.url("/data/cap.bin", size=SIZE), dest, segments=8, max_per_host=2)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert server.max_in_flight <= 2
+    assert len(server.requests_for("/data/cap.bin")) == 2
+
+
+async def test_bad_segment_settings_are_refused(dest: Path) -> None:
+    """The segments and max_per_host settings must be ints >= 1, in fetch and FileConfig."""
+    with pytest.raises(nbdl.InvalidConfigError, match="segments"):
+        await nbdl.fetch(["http://127.0.0.1:9/x"], dest, segments=0, tracker="none")
+    with pytest.raises(nbdl.InvalidConfigError, match="max_per_host"):
+        await nbdl.fetch(["http://127.0.0.1:9/x"], dest, max_per_host=0, tracker="none")
+    with pytest.raises(ValueError, match="segments"):
+        nbdl.FileConfig("http://127.0.0.1:9/x", segments=True)
