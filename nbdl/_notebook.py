@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import html
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -105,6 +106,26 @@ def table_html(rows: list[DownloadInfo], hidden: int = 0) -> str:
     )
 
 
+class MessageBudget:
+    """A leaky bucket of widget messages shared by every notebook display of the process.
+
+    Each refresh reports what it sent; the refresh timers then wait until the bucket has
+    drained to the rate, so all displays together stay under ``rate`` messages per second on
+    average, bursts (new bars, a final redraw) included.  Jupyter drops iopub messages above
+    1000/s; the default stays an order of magnitude below.
+    """
+
+    def __init__(self, rate: float = 50.0) -> None:
+        self.rate = rate
+        self._free_at = 0.0
+
+    def spend(self, messages: int) -> float:
+        """Record ``messages`` just sent; returns the seconds to wait before sending more."""
+        now = time.monotonic()
+        self._free_at = max(self._free_at, now) + messages / self.rate
+        return self._free_at - now
+
+
 class CellTracker(DownloadTracker):
     """What the notebook displays share: a throttled refresh timer, display-once and cancel.
 
@@ -154,8 +175,8 @@ class CellTracker(DownloadTracker):
             if task is not None:
                 self._cancel_callback = _task_canceller(loop, task)
         if self._timer is None or self._timer.done():
+            # Its first refresh runs as soon as the batch task yields.
             self._timer = loop.create_task(self._run_timer(), name="nbdl-notebook-refresh")
-        self.refresh()
 
     def close(self) -> None:
         """Stop the timer and draw the final state (also after a cancel)."""
@@ -163,7 +184,7 @@ class CellTracker(DownloadTracker):
             self._timer.cancel()
             self._timer = None
         self._closed = True
-        self.refresh()
+        self._final_refresh()
 
     # -- display -----------------------------------------------------------------------------
     def show(self) -> None:
@@ -197,11 +218,15 @@ class CellTracker(DownloadTracker):
             except Exception:  # a drawing bug must not kill the downloads
                 logger.exception("nbdl: the notebook display failed; it stops updating")
                 return
-            # The budget keeps a burst of changes (hundreds of bars at once) under the rate too.
-            await asyncio.sleep(max(self.refresh_interval, sent / self.max_messages_per_second))
+            # The budget also covers bursts (many bars at once) and the other displays.
+            wait = self.budget.spend(sent)
+            await asyncio.sleep(max(self.refresh_interval, wait))
 
-    #: Widget messages per second the timer aims to stay under (Jupyter drops above 1000/s).
-    max_messages_per_second = 50.0
+    #: One budget for every notebook display of the process (several jobs may run at once).
+    budget: MessageBudget
+
+    def _final_refresh(self) -> None:
+        self.budget.spend(self.refresh())
 
     def refresh(self) -> int:
         """Redraw what changed since the last refresh; returns the widgets (messages) touched."""
@@ -213,6 +238,9 @@ class CellTracker(DownloadTracker):
     def _take_dirty(self) -> list[DownloadInfo]:
         dirty, self._dirty = self._dirty, {}
         return [self.get(url) for url in dirty]
+
+
+CellTracker.budget = MessageBudget()
 
 
 def _task_canceller(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> Callable[[], None]:
@@ -288,7 +316,7 @@ class NotebookTracker(CellTracker):
         self,
         *,
         refresh_interval: float = 0.3,
-        max_bars: int = 12,
+        max_bars: int = 8,
         max_table_rows: int = 50,
         title: str = "nbdl",
     ) -> None:
@@ -308,10 +336,8 @@ class NotebookTracker(CellTracker):
         self._recent: deque[str] = deque(maxlen=max(max_bars, max_table_rows))
         self._failures: deque[str] = deque(maxlen=max(max_bars, max_table_rows))
         self._all_bars = False  # decided at start(): small batches get a bar per file
-        self.overall = self._bar_class(
-            total=0, desc="total", unit="B", unit_scale=True, unit_divisor=1024, display=False,
-            mininterval=0, miniters=1, leave=True,
-        )  # fmt: skip
+        self._created = 0  # widget-opening messages so far, for the message budget
+        self.overall = self._bar_class(total=0, desc="total", **_BAR_OPTIONS)
         self.header = widgets.HTML(value=f"<b>{html.escape(title)}</b>")
         self.files_box = widgets.VBox()
         self.table = widgets.HTML()
@@ -323,6 +349,8 @@ class NotebookTracker(CellTracker):
             description="Cancel", button_style="warning", icon="stop", tooltip="Cancel the batch"
         )
         self.cancel_button.on_click(lambda _button: self.cancel())
+        # The skeleton's widget models (boxes, texts, buttons, overall bar, layouts, styles).
+        self._created = 32
         self.widget = widgets.VBox(
             [
                 self.header,
@@ -373,33 +401,52 @@ class NotebookTracker(CellTracker):
 
     # -- refresh -----------------------------------------------------------------------------
     def refresh(self) -> int:
-        """Redraw what changed since the last refresh; returns the widgets touched."""
-        changed = self._take_dirty()
-        if not changed and not self._closed_pending():
+        """Redraw what changed since the last refresh; returns the widget messages it sent.
+
+        Every shown widget is held for the whole redraw, so each sends at most one message
+        however many of its properties changed.
+        """
+        if not self._dirty and not self._closed_pending():
             return 0
+        held = self._live_widgets()
+        with _held(*held):
+            self._redraw()
+            # ipywidgets sends a held widget's pending changes as one message on release.
+            sent = sum(1 for widget in held if getattr(widget, "_states_to_send", True))
+        # Widgets opened since the last refresh (at start, or for new bars) count too.
+        created, self._created = self._created, 0
+        return sent + created
+
+    def _live_widgets(self) -> list[Any]:
+        widgets = [self.files_box, self.table, self.cancel_button, self.show_all_button]
+        for bar in (self.overall, *self.bars.values()):
+            ltext, pbar, rtext = bar.container.children
+            widgets += (ltext, pbar, rtext, pbar.layout)
+        return widgets
+
+    def _redraw(self) -> None:
+        changed = self._take_dirty()
         previous: dict[str, DownloadInfo | None] = {}
         for info in changed:
             old = previous[info.url] = self._totals.update(info)
             if info.is_terminal() and (old is None or not old.is_terminal()):
                 failed = info.status is DownloadStatus.FAILED
                 (self._failures if failed else self._recent).append(info.url)
-        touched = 0
         if not self._all_bars:
-            touched += self._choose_bars()
+            self._choose_bars()
         for info in changed:
             bar = self.bars.get(info.url)
             if bar is not None:
-                touched += self._render_bar(bar, info, previous.get(info.url))
-        touched += self._render_overall()
-        touched += self._render_table()
+                self._render_bar(bar, info, previous.get(info.url))
+        self._render_overall()
+        self._render_table()
         if self._closed:
-            touched += self._finish()
-        return touched
+            self._finish()
 
     def _closed_pending(self) -> bool:
         return self._closed and not self.overall.disable
 
-    def _choose_bars(self) -> int:
+    def _choose_bars(self) -> None:
         """Keep bars for the active files, then the newest failures, then the newest others."""
         active = list(self._totals.active)[: self.max_bars]
         room = self.max_bars - len(active)
@@ -407,31 +454,45 @@ class NotebookTracker(CellTracker):
         wanted = active + newest[: max(room, 0)]
         keep = set(wanted)
         if keep == set(self.bars):
-            return 0
-        for url in [u for u in self.bars if u not in keep]:
-            self.bars.pop(url).container.close()
+            return
+        # Retired bars lend their widgets to the new ones: creating widgets costs ~10 messages
+        # per bar (and closing them more), redrawing an existing one costs 3.
+        spare = [self.bars.pop(url) for url in list(self.bars) if url not in keep]
+        for bar in spare:
+            bar.disp = _no_draw  # its widgets now belong to another bar
+            bar.close()
         for url in [u for u in wanted if u not in self.bars]:
-            bar = self._ensure_bar(self._totals.last[url])
+            recycled = spare.pop().container if spare else None
+            bar = self._ensure_bar(self._totals.last[url], recycled)
             # A bar created late has not seen this download's earlier changes: draw it now.
             self._render_bar(bar, self._totals.last[url], None)
+        for bar in spare:
+            for widget in (*bar.container.children, bar.container):
+                widget.close()
         self.files_box.children = tuple(bar.container for bar in self.bars.values())
-        return 1 + len(keep)
 
-    def _ensure_bar(self, info: DownloadInfo) -> Any:
+    def _ensure_bar(self, info: DownloadInfo, recycled: Any = None) -> Any:
         bar = self.bars.get(info.url)
         if bar is None:
             name = info.filename if len(info.filename) <= 40 else info.filename[:37] + "..."
-            bar = self._bar_class(
-                total=info.total_bytes, desc=name, unit="B", unit_scale=True,
-                unit_divisor=1024, display=False, mininterval=0, miniters=1, leave=True,
-            )  # fmt: skip
-            bar.set_postfix_str(_status_text(info), refresh=True)
+            if recycled is None:
+                # Opening a bar's 11 widget models (bar, texts, layouts, styles): messages too.
+                self._created += 11
+            with contextlib.ExitStack() as hold:
+                # tqdm draws while it builds the bar: hold the widgets so that draw is one
+                # message per widget, sent when the bar is complete.
+                self._bar_class.recycle, self._bar_class.hold = recycled, hold
+                try:
+                    bar = self._bar_class(total=info.total_bytes, desc=name, **_BAR_OPTIONS)
+                finally:
+                    self._bar_class.recycle = self._bar_class.hold = None
+                bar.set_postfix_str(_status_text(info), refresh=True)
             self.bars[info.url] = bar
         return bar
 
-    def _render_bar(self, bar: Any, info: DownloadInfo, prev: DownloadInfo | None) -> int:
+    def _render_bar(self, bar: Any, info: DownloadInfo, prev: DownloadInfo | None) -> None:
         if bar.disable:  # closed: a terminal state is final
-            return 0
+            return
         ltext, pbar, rtext = bar.container.children
         with _held(ltext, pbar, rtext):
             if info.status is DownloadStatus.IN_PROGRESS and (
@@ -454,7 +515,6 @@ class NotebookTracker(CellTracker):
                 bar.update(info.bytes_downloaded - bar.n)
             else:
                 bar.refresh()
-        return 3
 
     @staticmethod
     def _close_bar(bar: Any, pbar: Any, info: DownloadInfo) -> None:
@@ -471,10 +531,10 @@ class NotebookTracker(CellTracker):
         pbar.value = pbar.max if info.status is DownloadStatus.COMPLETED else pbar.value
         pbar.bar_style = _BAR_STYLE[info.status]
 
-    def _render_overall(self) -> int:
+    def _render_overall(self) -> None:
         totals, bar = self._totals, self.overall
         if bar.disable:
-            return 0
+            return
         ltext, pbar, rtext = bar.container.children
         with _held(ltext, pbar, rtext):
             if bar.total != totals.bytes_total:
@@ -486,9 +546,8 @@ class NotebookTracker(CellTracker):
             else:
                 bar.n = totals.bytes_done
                 bar.refresh()
-        return 3
 
-    def _render_table(self, *, force: bool = False) -> int:
+    def _render_table(self, *, force: bool = False) -> None:
         rows = list(self._totals.last.values())
         hidden = 0
         if len(rows) > self.max_table_rows and not self.show_all_button.value:
@@ -498,9 +557,8 @@ class NotebookTracker(CellTracker):
             self.show_all_button.layout.display = None
         text = table_html(rows, hidden)
         if text == self.table.value and not force:
-            return 0
+            return
         self.table.value = text
-        return 1
 
     def _table_rows(self, rows: list[DownloadInfo]) -> list[DownloadInfo]:
         """Failures, then active files, then the newest finished, up to ``max_table_rows``."""
@@ -513,7 +571,7 @@ class NotebookTracker(CellTracker):
         order = {info.url: n for n, info in enumerate(rows)}
         return sorted(picked, key=lambda info: order[info.url])
 
-    def _finish(self) -> int:
+    def _finish(self) -> None:
         totals, bar = self._totals, self.overall
         ltext, pbar, rtext = bar.container.children
         with _held(ltext, pbar, rtext, self.cancel_button):
@@ -529,7 +587,7 @@ class NotebookTracker(CellTracker):
             self.cancel_button.description = (
                 "Cancelled" if totals.status[DownloadStatus.CANCELLED] else "Done"
             )
-        return 4
+        return
 
 
 @contextlib.contextmanager
@@ -542,6 +600,22 @@ def _held(*widgets: Any) -> Iterator[None]:
 
 
 _BAR_CLASS: Any = None
+_BAR_OPTIONS: dict[str, Any] = {
+    "unit": "B",
+    "unit_scale": True,
+    "unit_divisor": 1024,
+    "display": False,  # the tracker places the bar in its own box, displayed once
+    "mininterval": 0,  # the tracker's timer is the throttle; the bar draws when told
+    "miniters": 1,
+    "leave": True,
+    # The name alone on the left never changes, so a redraw costs 2 messages, not 3.
+    "bar_format": "{desc}{bar}{percentage:3.0f}% {n_fmt}/{total_fmt} "
+    "[{elapsed}<{remaining}, {rate_fmt}{postfix}]",
+}
+
+
+def _no_draw(*_args: Any, **_kwargs: Any) -> None:
+    """A retired bar's drawing function."""
 
 
 def _bar_class() -> Any:
@@ -553,6 +627,32 @@ def _bar_class() -> Any:
         class _Bar(notebook_tqdm):  # type: ignore[misc]  # tqdm is untyped
             # tqdm's monitor thread would redraw bars from another thread, outside the budget.
             monitor_interval = 0
+            #: Widgets of a retired bar for the next bar to draw in, instead of new widgets.
+            recycle: Any = None
+            #: Where to hold the new bar's widgets until it is built (see ``_ensure_bar``).
+            hold: contextlib.ExitStack | None = None
+
+            @staticmethod
+            def status_printer(
+                fp: Any, total: float | None = None, desc: str | None = None, ncols: Any = None
+            ) -> Any:
+                container = _Bar.recycle
+                if container is None:
+                    container = notebook_tqdm.status_printer(fp, total, desc, ncols)
+                ltext, pbar, rtext = container.children
+                if _Bar.hold is not None:
+                    for widget in (ltext, pbar, rtext, pbar.layout):
+                        _Bar.hold.enter_context(widget.hold_sync())
+                if _Bar.recycle is not None:
+                    # What tqdm's own status_printer sets up, on the existing widgets.
+                    pbar.value = 0
+                    pbar.max = total or 1
+                    pbar.value = 0 if total else 1
+                    pbar.bar_style = "" if total else "info"
+                    pbar.layout.width = None if total else "20px"
+                    ltext.value = desc or ""
+                    rtext.value = ""
+                return container
 
         _BAR_CLASS = _Bar
     return _BAR_CLASS

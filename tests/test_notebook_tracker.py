@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 import nbdl
-from nbdl._notebook import NotebookTracker, TextNotebookTracker, make_notebook_tracker
+from nbdl._notebook import (
+    CellTracker,
+    MessageBudget,
+    NotebookTracker,
+    TextNotebookTracker,
+    make_notebook_tracker,
+)
 from nbdl._select import resolve_tracker
 from nbdl.testing import LocalServer
 
@@ -42,6 +48,12 @@ async def until_in_progress(tracker: NotebookTracker, url: str) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the download never started")
+
+
+@pytest.fixture(autouse=True)
+def fresh_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with an empty message budget (it is shared process-wide)."""
+    monkeypatch.setattr(CellTracker, "budget", MessageBudget())
 
 
 @pytest.fixture
@@ -166,6 +178,7 @@ def test_large_batch_keeps_few_bars_and_a_short_table() -> None:
 async def test_refresh_timer_runs_at_a_few_hertz(server: LocalServer, dest: Path) -> None:
     """One shared timer redraws at about 1/refresh_interval, not once per chunk."""
     tracker = NotebookTracker(refresh_interval=0.25)
+    tracker.budget = MessageBudget(rate=10_000)  # the interval alone decides here
     calls = 0
     original = tracker.refresh
 
@@ -186,8 +199,9 @@ async def test_refresh_timer_runs_at_a_few_hertz(server: LocalServer, dest: Path
 
 
 def test_message_budget_slows_the_timer_for_bursts() -> None:
-    """A refresh that touched many widgets makes the timer wait longer than its interval."""
+    """A refresh that sent many widget messages makes the timer wait longer than its interval."""
     tracker = NotebookTracker(refresh_interval=0.25)
+    tracker.budget = MessageBudget(rate=50)
     sleeps: list[float] = []
 
     async def scenario() -> None:
@@ -206,7 +220,15 @@ def test_message_budget_slows_the_timer_for_bursts() -> None:
             asyncio.sleep = original_sleep
 
     asyncio.run(scenario())
-    assert sleeps == [200 / tracker.max_messages_per_second]
+    assert sleeps[0] == pytest.approx(200 / 50, abs=0.05)
+
+
+def test_budget_is_shared_and_drains_at_its_rate() -> None:
+    """Messages of several displays add up in one budget, which drains at `rate` per second."""
+    budget = MessageBudget(rate=100)
+    assert budget.spend(50) == pytest.approx(0.5, abs=0.05)
+    assert budget.spend(50) == pytest.approx(1.0, abs=0.05), "a second display waits longer"
+    assert NotebookTracker().budget is TextNotebookTracker().budget
 
 
 def test_text_fallback_without_ipywidgets(monkeypatch: pytest.MonkeyPatch) -> None:
