@@ -371,3 +371,70 @@ def test_kernel_interrupt_cancels_the_downloads(
     assert "cancelled" in seen["text"]
     assert seen["part"] > 0
     assert seen["final"] is False
+
+
+CLICKABLE = """
+tracker = nbdl.NotebookTracker()
+url = server.url("/data/click.bin", size=20_000_000, rate=2_000_000)
+print("button", tracker.cancel_button.model_id, flush=True)
+await nbdl.fetch([url], dest="dl", tracker=tracker)
+"""
+
+AFTER_CLICK = """
+status = tracker.get(url).status.value
+print(status, tracker.cancel_button.description, Path("dl/click.bin").exists())
+"""
+
+
+def test_cancel_button_works_while_the_cell_awaits(
+    kernel: tuple[KernelManager, BlockingKernelClient], tmp_path: Path
+) -> None:
+    """A click on Cancel (a comm message from the front end) cancels the awaiting cell."""
+    _, kc = kernel
+    execute(kc, SETUP + "from pathlib import Path")
+    msg_id = kc.execute(CLICKABLE)
+    model_id = None
+    while model_id is None:
+        msg = kc.get_iopub_msg(timeout=30)
+        text = msg["content"].get("text", "") if msg["msg_type"] == "stream" else ""
+        if text.startswith("button "):
+            model_id = text.split()[1]
+    wait_for_part(tmp_path / "dl" / "click.bin.part")
+    click = {"comm_id": model_id, "data": {"method": "custom", "content": {"event": "click"}}}
+    kc.shell_channel.send(kc.session.msg("comm_msg", click))
+    reply = kc.get_shell_msg(timeout=30)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=30)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "CancelledError"
+    out, _ = execute(kc, AFTER_CLICK)
+    assert out.split() == ["cancelled", "Cancelled", "False"]
+
+
+def test_text_display_without_ipywidgets(tmp_path: Path) -> None:
+    """Without ipywidgets, 'auto' shows an updating text display and no 'IProgress' error."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import sys\nsys.modules['ipywidgets'] = None  # as if it were not installed\n" + SETUP
+        ),
+        nbformat.v4.new_code_cell(
+            "results = await nbdl.fetch([server.url('/data/t.bin', size=300_000, rate=600_000),"
+            " server.url('/data/missing.bin', fail='404')], dest='t')\nprint(results)"
+        ),
+        nbformat.v4.new_code_cell("print('tqdm.notebook' in sys.modules)"),
+    ]
+    client = NotebookClient(
+        nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    assert errors(nb) == []
+    shown = [o for o in nb.cells[1].outputs if o.output_type == "display_data"]
+    assert len(shown) == 1, "displayed once, then updated in place"
+    text = shown[0]["data"]["text/plain"]
+    assert "2/2 files done" in text
+    assert "missing.bin" in text
+    assert "HTTP 404 Not Found" in text
+    everything = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "IProgress" not in everything
+    assert stdout(nb, 2).strip() == "False"
