@@ -224,13 +224,10 @@ class DownloadWorker:
             report(PatchDownloadInfo(attempts=progress.attempts))
             try:
                 try:
-                    await self._attempt(session, item, report, claim, resume=True)
+                    done = await self._attempt(session, item, report, claim, resume=True)
                 except _RestartFromZero:
                     _discard_partial(item)
-                    await self._attempt(session, item, report, claim, resume=False)
-                if failures:
-                    report(PatchDownloadInfo(note=f"completed on attempt {progress.attempts}"))
-                return
+                    done = await self._attempt(session, item, report, claim, resume=False)
             except Exception as exc:  # classified below; only transient ones are retried
                 err = translate(exc, redact_url(item.url))
                 failures += 1
@@ -246,6 +243,19 @@ class DownloadWorker:
                     )
                 )
                 await asyncio.sleep(delay)
+                continue
+            self._finish_record(item)
+            report(
+                PatchDownloadInfo(
+                    status=DownloadStatus.COMPLETED,
+                    bytes_downloaded=done,
+                    total_bytes=done,
+                    finished_at=time.time(),
+                    # The note said "retry ..." until now; say how it ended instead.
+                    note=f"completed on attempt {progress.attempts}" if failures else None,
+                )
+            )
+            return
 
     async def _attempt(
         self,
@@ -255,7 +265,8 @@ class DownloadWorker:
         claim: Claim,
         *,
         resume: bool,
-    ) -> None:
+    ) -> int:
+        """One request (or one segmented transfer); returns the size of the verified file."""
         record = None if self.overwrite and not resume else _state.load(item.dest, item.url)
         offset = 0
         if resume and record is not None and record.name == item.name and record.validator:
@@ -263,8 +274,7 @@ class DownloadWorker:
             if record.total is not None and offset >= record.total:
                 offset = 0
         if resume and record is not None and record.segments and record.name == item.name:
-            await self._segmented(session, item, report, record)
-            return
+            return await self._segmented(session, item, report, record)
         headers = {"Accept-Encoding": "identity", **item.headers}
         if offset:
             assert record is not None
@@ -311,9 +321,8 @@ class DownloadWorker:
                 count = _segments.segment_count(resp, total, wanted, session)
                 if count > 1:
                     fresh = _state.Record(item.url, item.name, etag, last_modified, total)
-                    await self._segmented(session, item, report, fresh, resp, count)
-                    return
-            await self._stream(resp, item, report, offset, total, resumable)
+                    return await self._segmented(session, item, report, fresh, resp, count)
+            return await self._stream(resp, item, report, offset, total, resumable)
 
     async def _segmented(
         self,
@@ -323,25 +332,16 @@ class DownloadWorker:
         record: _state.Record,
         first: aiohttp.ClientResponse | None = None,
         count: int = 0,
-    ) -> None:
+    ) -> int:
         """The segmented path; a server breaking its rules sends the file down one stream."""
         try:
-            done = await _segments.download(
+            return await _segments.download(
                 self, session, item, report, record, first=first, count=count
             )
         except _segments.Fallback as exc:
             item.segments_off = True
             report(PatchDownloadInfo(note=f"downloading in one stream: {exc}"))
             raise _RestartFromZero from exc
-        self._finish_record(item)
-        report(
-            PatchDownloadInfo(
-                status=DownloadStatus.COMPLETED,
-                bytes_downloaded=done,
-                total_bytes=done,
-                finished_at=time.time(),
-            )
-        )
 
     def _check_response(
         self,
@@ -406,7 +406,7 @@ class DownloadWorker:
         offset: int,
         total: int | None,
         resumable: bool,
-    ) -> None:
+    ) -> int:
         final = item.path
         part = _state.part_path(final)
         hasher = item.checksum.new_hasher() if item.checksum else None
@@ -470,15 +470,7 @@ class DownloadWorker:
                 # Without a validator these bytes can never be continued safely.
                 with contextlib.suppress(OSError):
                     part.unlink()
-        self._finish_record(item)
-        report(
-            PatchDownloadInfo(
-                status=DownloadStatus.COMPLETED,
-                bytes_downloaded=done,
-                total_bytes=done,
-                finished_at=time.time(),
-            )
-        )
+        return done
 
     def _finish_record(self, item: WorkItem) -> None:
         if item.name_fixed or item.name == name_from_url(item.url):
