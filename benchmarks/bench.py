@@ -241,7 +241,7 @@ def write_list(path: Path, base: str, count: int) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default="big,small,throttled,manifest,trackers")
     parser.add_argument("--tools", default=None, help="comma list of tool names to keep")
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
@@ -254,6 +254,7 @@ def main() -> int:
     www.mkdir(parents=True)
     print(f"nbdl benchmarks in {work} ({os.cpu_count()} CPUs, {args.rounds} rounds)", flush=True)
     make_files(www)
+    os.sync()  # the generated files must not be written back while clients are timed
     aria = ["aria2c", "--file-allocation=falloc", "--allow-overwrite=true"]
     aria += ["--auto-file-renaming=false", "--summary-interval=0", "--console-log-level=warn", "-q"]
     workloads: dict[str, dict[str, object]] = {}
