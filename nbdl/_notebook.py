@@ -129,8 +129,8 @@ class MessageBudget:
 class CellTracker(DownloadTracker):
     """What the notebook displays share: a throttled refresh timer, display-once and cancel.
 
-    Subclasses implement :meth:`_build` (make the display object), :meth:`_show_object` and
-    :meth:`refresh`.
+    Subclasses implement :meth:`_show_object` (display, once) and :meth:`refresh` (redraw what
+    changed, return the messages sent).
     """
 
     def __init__(self, *, refresh_interval: float) -> None:
@@ -335,8 +335,7 @@ class NotebookTracker(CellTracker):
         # Failures have their own history so that a run of successes does not push them out.
         self._recent: deque[str] = deque(maxlen=max(max_bars, max_table_rows))
         self._failures: deque[str] = deque(maxlen=max(max_bars, max_table_rows))
-        self._all_bars = False  # decided at start(): small batches get a bar per file
-        self._created = 0  # widget-opening messages so far, for the message budget
+        self._all_bars = False  # decided when shown: small batches get a bar per file
         self.overall = self._bar_class(total=0, desc="total", **_BAR_OPTIONS)
         self.header = widgets.HTML(value=f"<b>{html.escape(title)}</b>")
         self.files_box = widgets.VBox()
@@ -349,7 +348,8 @@ class NotebookTracker(CellTracker):
             description="Cancel", button_style="warning", icon="stop", tooltip="Cancel the batch"
         )
         self.cancel_button.on_click(lambda _button: self.cancel())
-        # The skeleton's widget models (boxes, texts, buttons, overall bar, layouts, styles).
+        # Widget-opening messages not yet charged to the budget: the skeleton's models so far
+        # (boxes, texts, buttons, the overall bar, their layouts and styles).
         self._created = 32
         self.widget = widgets.VBox(
             [

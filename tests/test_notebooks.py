@@ -438,3 +438,24 @@ def test_text_display_without_ipywidgets(tmp_path: Path) -> None:
     everything = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "IProgress" not in everything
     assert stdout(nb, 2).strip() == "False"
+
+
+def test_kernel_interrupt_does_not_cancel_a_background_job(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    """An interrupt stops the running cell; a job started earlier keeps going and completes."""
+    km, kc = kernel
+    execute(kc, SETUP + "import asyncio")
+    execute(
+        kc,
+        "job = nbdl.start([server.url('/data/bg.bin', size=3_000_000, rate=2_000_000)], dest='bg')",
+    )
+    msg_id = kc.execute("await asyncio.sleep(30)")
+    time.sleep(0.5)
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=30)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=30)
+    assert reply["content"]["status"] == "error"
+    out, _ = execute(kc, "print(job.done())\nresults = await job\nprint(results.ok)")
+    assert out.split() == ["False", "True"]
