@@ -338,9 +338,23 @@ class Results(Sequence[DownloadInfo]):
                 lines.append(f"  {info.status.value:<9} {info.filename}{detail}")
         return "\n".join(lines)
 
+    #: Rows ``_repr_html_`` shows at most; a notebook cell is no place for 10,000 rows.
+    _HTML_ROWS = 200
+
     def _repr_html_(self) -> str:
+        shown = list(self._items)
+        if len(shown) > self._HTML_ROWS:
+            # Problems first: they are what the reader is looking for.
+            problems = [i for i in shown if i.status is not DownloadStatus.COMPLETED]
+            chosen = {id(i) for i in problems[: self._HTML_ROWS]}
+            for info in shown:
+                if len(chosen) >= self._HTML_ROWS:
+                    break
+                chosen.add(id(info))
+            shown = [i for i in shown if id(i) in chosen]
+        hidden = len(self._items) - len(shown)
         rows = []
-        for info in self._items:
+        for info in shown:
             colour = {
                 DownloadStatus.FAILED: "#fde2e1",
                 DownloadStatus.CANCELLED: "#fff4ce",
@@ -352,6 +366,11 @@ class Results(Sequence[DownloadInfo]):
                 f"<tr{style}><td>{html.escape(info.filename)}</td>"
                 f"<td>{format_bytes(info.bytes_downloaded)}</td><td>{status}</td>"
                 f"<td>{took}</td><td>{html.escape(info.error or '')}</td></tr>"
+            )
+        if hidden:
+            rows.append(
+                f'<tr><td colspan="5"><i>... and {hidden} more, all completed unless counted '
+                "above</i></td></tr>"
             )
         return (
             f"<p><b>nbdl</b>: {html.escape(self._summary())}</p>"
