@@ -1,13 +1,16 @@
 """Segmented downloads: one file fetched as N byte ranges over N connections, verified whole.
 
-A file is split only when the first response allows it: ``200`` with a length, ``Accept-Ranges:
-bytes``, no content coding and a validator (a strong ``ETag`` or ``Last-Modified``).  That first
-response is kept and read for the first segment; the other segments are ``Range`` requests with
-``If-Range``.  Each answer must be ``206`` with exactly the ``Content-Range`` asked for and the
-same validator; anything else raises :class:`Fallback`, and the worker discards the partial file
-and downloads the whole file again in one stream from byte zero.  So a server that ignores
-``Range`` half-way, or a resource that changes between segments, gives a correct file (the new
-version, in one stream) or a clean failure, never a file stitched from two versions.
+A file is split only when the first response allows it: ``200`` with a length,
+``Accept-Ranges: bytes``, no content coding and a validator (a strong ``ETag`` or
+``Last-Modified``).  The file is cut into pieces, a few per connection
+(:data:`PIECES_PER_CONNECTION`); N connections each take the next piece in turn, so a fast
+connection does more of the work.  The first response is kept and read for the first piece;
+every other piece is a closed ``Range`` request with ``If-Range``.  Each answer must be ``206``
+with exactly the ``Content-Range`` asked for and the same validator; anything else raises
+:class:`Fallback`, and the worker discards the partial file and downloads the whole file again
+in one stream from byte zero.  So a server that ignores ``Range`` half-way, or a resource that
+changes between pieces, gives a correct file (the new version, in one stream) or a clean
+failure, never a file stitched from two versions.
 
 Bytes go with ``os.pwrite`` into ``<name>.part``, preallocated to the full size.  The progress of
 every segment is kept in the resume record (``_state.Record.segments``, saved before the first
@@ -26,6 +29,7 @@ host polite.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import os
@@ -49,6 +53,9 @@ if TYPE_CHECKING:
 AUTO_MIN_BYTES = 64 * 1024 * 1024
 #: Segments used when splitting automatically.
 AUTO_SEGMENTS = 4
+#: Pieces per connection: a connection that finishes early takes over work, and each piece
+#: is a request of its own (servers limiting the rate per request, as nginx does, send faster).
+PIECES_PER_CONNECTION = 4
 #: No segment is smaller than this (a range request costs a round trip and a connection).
 MIN_SEGMENT_BYTES = 1024 * 1024
 #: Seconds between saves of the segments' progress while they run.
@@ -80,8 +87,9 @@ class Segment:
         return self.position >= self.end
 
 
-def split(total: int, count: int) -> list[Segment]:
-    """``count`` segments of (nearly) equal size covering ``total`` bytes."""
+def split(total: int, connections: int) -> list[Segment]:
+    """Pieces of (nearly) equal size covering ``total`` bytes, a few per connection."""
+    count = max(connections, min(connections * PIECES_PER_CONNECTION, total // MIN_SEGMENT_BYTES))
     size = total // count
     bounds = [i * size for i in range(count)] + [total]
     return [Segment(bounds[i], bounds[i + 1]) for i in range(count)]
@@ -93,7 +101,7 @@ def segment_count(
     wanted: int | None,
     session: aiohttp.ClientSession,
 ) -> int:
-    """How many segments to use for the 200 answer ``resp`` (1: do not split)."""
+    """How many connections to use for the 200 answer ``resp`` (1: do not split)."""
     if resp.status != 200 or total is None or wanted == 1:
         return 1
     if "bytes" not in resp.headers.get("Accept-Ranges", "").lower():
@@ -102,7 +110,10 @@ def segment_count(
         if total < AUTO_MIN_BYTES:
             return 1
         wanted = AUTO_SEGMENTS
-    count = min(wanted, total // MIN_SEGMENT_BYTES)
+    return _cap(min(wanted, total // MIN_SEGMENT_BYTES), session)
+
+
+def _cap(count: int, session: aiohttp.ClientSession) -> int:
     cap = getattr(session.connector, "limit_per_host", 0)
     if cap:
         count = min(count, cap)
@@ -121,9 +132,9 @@ async def download(
 ) -> int:
     """Fetch ``item`` in segments into its partial file, verify it and rename it; the size.
 
-    With ``first`` (the 200 response of a fresh download) the file is split into ``count``
-    segments and ``first`` feeds the first one; without it, the segments of ``record`` resume.
-    Raises :class:`Fallback` when the server's answers cannot be used.
+    With ``first`` (the 200 response of a fresh download) the file is split into pieces fetched
+    over ``count`` connections, and ``first`` feeds the first piece; without it, the pieces of
+    ``record`` resume.  Raises :class:`Fallback` when the server's answers cannot be used.
     """
     total = record.total
     if total is None or record.validator is None:
@@ -133,8 +144,11 @@ async def download(
         segments = split(total, count)
     else:
         segments = [Segment(int(a), int(b), int(c)) for a, b, c in record.segments or []]
-        if not segments or segments[0].start != 0 or segments[-1].end != total:
+        segments.sort(key=lambda seg: seg.start)
+        if not _covers(segments, total):
             raise Fallback("the saved segments do not cover the file")
+        wanted = item.config.segments or worker.segments or AUTO_SEGMENTS
+        count = _cap(wanted, session)
     with _file_errors(part):
         fd = _open_part(part, total, fresh=first is not None)
     try:
@@ -143,7 +157,7 @@ async def download(
                 seg.done = 0
             with _file_errors(part):
                 _allocate(fd, total)
-        run = _Run(worker, session, item, report, record, segments, fd, part, first)
+        run = _Run(worker, session, item, report, record, segments, fd, part, first, count)
         await run.all()
         return await _finish(item, part, fd, total, segments)
     finally:
@@ -164,9 +178,13 @@ class _Run:
         fd: int,
         part: Path,
         first: aiohttp.ClientResponse | None,
+        connections: int,
     ) -> None:
         self.worker = worker
         self.first = first
+        self.connections = connections
+        #: Pieces not started yet, in file order; each connection takes the next one.
+        self.pending = collections.deque(seg for seg in segments if not seg.complete)
         self.session = session
         self.item = item
         self.report = report
@@ -189,12 +207,13 @@ class _Run:
         )
         saver = asyncio.create_task(self._save_periodically())
         try:
+            lanes = min(self.connections, len(self.pending))
             async with asyncio.TaskGroup() as group:
-                for index, seg in enumerate(self.segments):
-                    if seg.complete:
-                        continue
-                    resp = self.first if index == 0 else None
-                    group.create_task(self._segment(seg, resp))
+                if self.first is not None and self.pending:
+                    group.create_task(self._lane(self.pending.popleft(), self.first))
+                    lanes -= 1
+                for _ in range(lanes):
+                    group.create_task(self._lane(None, None))
         except BaseExceptionGroup as group_error:
             raise _first_error(group_error) from None
         finally:
@@ -216,13 +235,17 @@ class _Run:
             with contextlib.suppress(OSError):
                 self.save()
 
-    async def _segment(self, seg: Segment, resp: aiohttp.ClientResponse | None) -> None:
-        if resp is not None:
+    async def _lane(self, seg: Segment | None, resp: aiohttp.ClientResponse | None) -> None:
+        """One connection: the first answer's piece if given, then the next pieces in turn."""
+        if seg is not None and resp is not None:
             try:
                 await self._read(seg, resp)
             finally:
-                resp.close()  # the rest of the first answer belongs to other segments
-            return
+                resp.close()  # the rest of the first answer belongs to other pieces
+        while self.pending:
+            await self._segment(self.pending.popleft())
+
+    async def _segment(self, seg: Segment) -> None:
         worker = self.worker
         headers = {
             "Accept-Encoding": "identity",
@@ -286,6 +309,20 @@ class _Run:
             seg.done += written
             self.done += written
             report(PatchDownloadInfo(bytes_downloaded=self.done))
+
+
+def _covers(segments: list[Segment], total: int) -> bool:
+    """True when the sorted ``segments`` tile ``0..total`` with no gap or overlap."""
+    position = 0
+    for seg in segments:
+        if (
+            seg.start != position
+            or seg.end <= seg.start
+            or not 0 <= seg.done <= seg.end - seg.start
+        ):
+            return False
+        position = seg.end
+    return position == total
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
