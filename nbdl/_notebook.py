@@ -69,7 +69,9 @@ def _status_text(info: DownloadInfo) -> str:
 
 def _bar_note(info: DownloadInfo) -> str:
     if info.status is DownloadStatus.FAILED and info.error:
-        return f"failed: {info.error}"
+        # A long message would squeeze the bar out of its row; the table has it whole.
+        error = info.error if len(info.error) <= 32 else info.error[:31] + "…"
+        return f"failed: {error}"
     return _status_text(info)
 
 
@@ -82,6 +84,13 @@ def _size_text(info: DownloadInfo) -> str:
     if info.total_bytes is None or info.bytes_downloaded == info.total_bytes:
         return format_bytes(info.bytes_downloaded) if info.bytes_downloaded else "?"
     return f"{format_bytes(info.bytes_downloaded)} / {format_bytes(info.total_bytes)}"
+
+
+_TABLE_STYLE = (
+    "<style>.nbdl-table{border-collapse:collapse;font-size:90%}"
+    ".nbdl-table th,.nbdl-table td{padding:1px 10px;text-align:left;white-space:nowrap}"
+    ".nbdl-table thead{border-bottom:1px solid #ccc}</style>"
+)
 
 
 def table_html(rows: list[DownloadInfo], hidden: int = 0) -> str:
@@ -101,6 +110,7 @@ def table_html(rows: list[DownloadInfo], hidden: int = 0) -> str:
         else ""
     )
     return (
+        f"{_TABLE_STYLE}"
         '<table class="nbdl-table"><thead><tr><th>file</th><th>size</th><th>status</th>'
         f"<th>speed</th><th>error</th></tr></thead><tbody>{''.join(cells)}{more}</tbody></table>"
     )
@@ -336,6 +346,7 @@ class NotebookTracker(CellTracker):
         self._recent: deque[str] = deque(maxlen=max(max_bars, max_table_rows))
         self._failures: deque[str] = deque(maxlen=max(max_bars, max_table_rows))
         self._all_bars = False  # decided when shown: small batches get a bar per file
+        self._label_width = "10em"
         self.overall = self._bar_class(total=0, desc="total", **_BAR_OPTIONS)
         self.header = widgets.HTML(value=f"<b>{html.escape(title)}</b>")
         self.files_box = widgets.VBox()
@@ -380,6 +391,10 @@ class NotebookTracker(CellTracker):
         registered, so that the widgets are created there rather than in the background task.
         """
         self._all_bars = len(self._downloads) <= self.max_bars
+        # One label width for every bar (the longest name, within limits) lines the bars up.
+        longest = max((len(info.filename) for info in self.downloads()), default=8)
+        self._label_width = f"{max(8, min(longest, _MAX_LABEL)) * 0.6 + 1:.1f}em"
+        _fit(self.overall, self._label_width)
         if not self._all_bars:
             return
         for info in self.downloads():
@@ -474,7 +489,9 @@ class NotebookTracker(CellTracker):
     def _ensure_bar(self, info: DownloadInfo, recycled: Any = None) -> Any:
         bar = self.bars.get(info.url)
         if bar is None:
-            name = info.filename if len(info.filename) <= 40 else info.filename[:37] + "..."
+            name = info.filename
+            if len(name) > _MAX_LABEL:
+                name = name[: _MAX_LABEL - 3] + "..."
             if recycled is None:
                 # Opening a bar's 11 widget models (bar, texts, layouts, styles): messages too.
                 self._created += 11
@@ -487,6 +504,7 @@ class NotebookTracker(CellTracker):
                 finally:
                     self._bar_class.recycle = self._bar_class.hold = None
                 bar.set_postfix_str(_status_text(info), refresh=True)
+            _fit(bar, self._label_width)
             self.bars[info.url] = bar
         return bar
 
@@ -509,6 +527,11 @@ class NotebookTracker(CellTracker):
                 pbar.bar_style = ""
                 pbar.layout.width = None
             bar.set_postfix_str(_bar_note(info), refresh=False)
+            if info.is_terminal() and prev is None and info.elapsed is not None:
+                # A bar made after its file ended saw no transfer: time it from the record,
+                # so its speed is the file's average rather than bytes over microseconds.
+                bar.start_t = bar.last_print_t = bar._time() - info.elapsed
+                bar.initial = info.resumed_from
             if info.is_terminal():
                 self._close_bar(bar, pbar, info)
             elif info.bytes_downloaded > bar.n:
@@ -528,7 +551,10 @@ class NotebookTracker(CellTracker):
             bar.n = info.bytes_downloaded
         # tqdm's close() picks success or danger from n < total; the status decides here.
         bar.close()
-        pbar.value = pbar.max if info.status is DownloadStatus.COMPLETED else pbar.value
+        if info.status is DownloadStatus.COMPLETED or not bar.total:
+            # Complete, or ended before its size was known: a full bar in the status colour.
+            pbar.value = pbar.max
+        pbar.layout.width = None
         pbar.bar_style = _BAR_STYLE[info.status]
 
     def _render_overall(self) -> None:
@@ -540,6 +566,9 @@ class NotebookTracker(CellTracker):
             if bar.total != totals.bytes_total:
                 bar.total = totals.bytes_total
                 pbar.max = max(totals.bytes_total, 1)
+                # Built with total 0, tqdm drew a 20px "unknown size" stub: widen it.
+                pbar.layout.width = None
+                pbar.bar_style = ""
             bar.set_postfix_str(totals.summary(), refresh=False)
             if totals.bytes_done > bar.n:
                 bar.update(totals.bytes_done - bar.n)
@@ -583,11 +612,11 @@ class NotebookTracker(CellTracker):
             else:
                 pbar.value = pbar.max
                 pbar.bar_style = "success"
+            cancelled = bool(totals.status[DownloadStatus.CANCELLED])
             self.cancel_button.disabled = True
-            self.cancel_button.description = (
-                "Cancelled" if totals.status[DownloadStatus.CANCELLED] else "Done"
-            )
-        return
+            self.cancel_button.button_style = ""
+            self.cancel_button.icon = "ban" if cancelled else "check"
+            self.cancel_button.description = "Cancelled" if cancelled else "Done"
 
 
 @contextlib.contextmanager
@@ -599,7 +628,15 @@ def _held(*widgets: Any) -> Iterator[None]:
         yield
 
 
+def _fit(bar: Any, label_width: str) -> None:
+    """Line the bar up with the others, and never let its texts squeeze it out of the row."""
+    ltext, pbar, _ = bar.container.children
+    ltext.layout.width = label_width
+    pbar.layout.min_width = "10em"
+
+
 _BAR_CLASS: Any = None
+_MAX_LABEL = 40  # characters of a file name shown left of its bar
 _BAR_OPTIONS: dict[str, Any] = {
     "unit": "B",
     "unit_scale": True,
