@@ -102,7 +102,8 @@ class DownloadManager:
             headers={"User-Agent": USER_AGENT},
             # The worker applies per-request timeouts; the session must not add a total one.
             timeout=aiohttp.ClientTimeout(total=None),
-            read_bufsize=2 * self.worker.chunk_size,
+            # Room for a few reads, so the socket keeps flowing while a chunk is written.
+            read_bufsize=4 * self.worker.chunk_size,
             trust_env=_env_matters(),
         )
 
