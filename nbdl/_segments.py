@@ -19,11 +19,12 @@ killed process each segment resumes from its own offset.  When every segment is 
 is checked as a whole (size, and the checksum if one was given, by reading it back once) and
 renamed to its final name.
 
-How many segments: ``segments=N`` asks for up to N; ``None`` (the default) means automatic, which
-splits files of at least :data:`AUTO_MIN_BYTES` into :data:`AUTO_SEGMENTS`.  Either way each
-segment gets at least :data:`MIN_SEGMENT_BYTES`, and never more segments than the session's
-per-host connection cap (``max_per_host``), which keeps the total number of connections to one
-host polite.
+How many connections: ``segments=N`` asks for up to N; ``None`` (the default) means automatic:
+files of at least :data:`AUTO_MIN_BYTES` are cut into pieces for :data:`AUTO_SEGMENTS`
+connections, but the extra connections open only if the first one turns out slow
+(:data:`AUTO_FAST_BYTES`).  Either way each piece has at least :data:`MIN_SEGMENT_BYTES`, and
+there are never more connections than the session's per-host cap (``max_per_host``), which
+keeps the total number of connections to one host polite.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import contextlib
 import hashlib
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,8 +53,13 @@ if TYPE_CHECKING:
 
 #: Automatic splitting starts at this size: below it, the extra requests cost more than they save.
 AUTO_MIN_BYTES = 64 * 1024 * 1024
-#: Segments used when splitting automatically.
+#: Connections used when splitting automatically.
 AUTO_SEGMENTS = 4
+#: Automatic splitting watches the first connection this long, and adds the others only when it
+#: brings less than :data:`AUTO_FAST_BYTES` per second: on a fast link (or loopback, where one
+#: stream is CPU-bound) more connections only cost CPU; behind a per-connection cap they pay off.
+AUTO_PROBE_SECONDS = 0.5
+AUTO_FAST_BYTES = 64 * 1024 * 1024
 #: Pieces per connection: a connection that finishes early takes over work, and each piece
 #: is a request of its own (servers limiting the rate per request, as nginx does, send faster).
 PIECES_PER_CONNECTION = 4
@@ -158,6 +165,8 @@ async def download(
             with _file_errors(part):
                 _allocate(fd, total)
         run = _Run(worker, session, item, report, record, segments, fd, part, first, count)
+        chosen = item.config.segments if item.config.segments is not None else worker.segments
+        run.adaptive = first is not None and chosen is None
         await run.all()
         return await _finish(item, part, fd, total, segments)
     finally:
@@ -194,6 +203,8 @@ class _Run:
         self.part = part
         self.done = sum(seg.done for seg in segments)
         self.saved = -1
+        #: Automatic splitting: extra connections only if the first one is slow.
+        self.adaptive = False
 
     async def all(self) -> None:
         self.save()
@@ -212,8 +223,11 @@ class _Run:
                 if self.first is not None and self.pending:
                     group.create_task(self._lane(self.pending.popleft(), self.first))
                     lanes -= 1
-                for _ in range(lanes):
-                    group.create_task(self._lane(None, None))
+                if self.adaptive and lanes > 0:
+                    group.create_task(self._add_lanes_if_slow(group, lanes))
+                else:
+                    for _ in range(lanes):
+                        group.create_task(self._lane(None, None))
         except BaseExceptionGroup as group_error:
             raise _first_error(group_error) from None
         finally:
@@ -234,6 +248,15 @@ class _Run:
             await asyncio.sleep(SAVE_EVERY)
             with contextlib.suppress(OSError):
                 self.save()
+
+    async def _add_lanes_if_slow(self, group: asyncio.TaskGroup, lanes: int) -> None:
+        started, before = time.monotonic(), self.done
+        await asyncio.sleep(AUTO_PROBE_SECONDS)
+        rate = (self.done - before) / max(time.monotonic() - started, 1e-6)
+        if not self.pending or rate >= AUTO_FAST_BYTES:
+            return
+        for _ in range(lanes):
+            group.create_task(self._lane(None, None))
 
     async def _lane(self, seg: Segment | None, resp: aiohttp.ClientResponse | None) -> None:
         """One connection: the first answer's piece if given, then the next pieces in turn."""

@@ -75,6 +75,34 @@ async def test_large_files_are_split_automatically(server: LocalServer, dest: Pa
     assert (dest / "auto.bin").read_bytes() == content_for("auto.bin", size)
 
 
+async def test_automatic_split_adds_connections_only_when_the_first_is_slow(
+    server: LocalServer, dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Automatic splitting opens more connections when one brings less than AUTO_FAST_BYTES/s."""
+    monkeypatch.setattr(_segments, "AUTO_MIN_BYTES", SIZE)
+    monkeypatch.setattr(_segments, "AUTO_PROBE_SECONDS", 0.1)
+    monkeypatch.setattr(_segments, "AUTO_FAST_BYTES", 64 * MIB)
+    info = await _one(server.url("/data/slow.bin", size=SIZE, rate=8 * MIB), dest)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert (dest / "slow.bin").read_bytes() == content_for("slow.bin", SIZE)
+    assert server.max_in_flight > 1
+
+
+async def test_automatic_split_keeps_one_connection_when_it_is_fast(
+    server: LocalServer, dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Automatic splitting stays on the first connection when it is fast enough."""
+    monkeypatch.setattr(_segments, "AUTO_MIN_BYTES", SIZE)
+    monkeypatch.setattr(_segments, "AUTO_PROBE_SECONDS", 0.1)
+    monkeypatch.setattr(_segments, "AUTO_FAST_BYTES", 1)
+    info = await _one(server.url("/data/fast.bin", size=SIZE, rate=8 * MIB), dest)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert (dest / "fast.bin").read_bytes() == content_for("fast.bin", SIZE)
+    starts = [r.at for r in server.requests_for("/data/fast.bin")]
+    assert len(starts) > 1
+    assert all(b - a > 0.05 for a, b in itertools.pairwise(starts))  # one after the other
+
+
 async def test_file_config_segments_one_keeps_one_stream(server: LocalServer, dest: Path) -> None:
     """FileConfig(segments=1) overrides fetch(segments=4): one request."""
     cfg = nbdl.FileConfig(server.url("/data/one.bin", size=SIZE), segments=1)
