@@ -103,7 +103,7 @@ def cell_tracker(tracker: Tracker) -> CellTracker | None:
     return tracker if module is not None and isinstance(tracker, module.CellTracker) else None
 
 
-def show_in_cell(prepared: Prepared) -> None:
+def show_in_cell(prepared: Prepared, *, cancellable: bool = True) -> None:
     """Display a notebook tracker now, from the caller's cell (later tasks would miss it).
 
     The batch is registered first, so that the bars are created here too: widgets created by
@@ -111,6 +111,7 @@ def show_in_cell(prepared: Prepared) -> None:
     """
     display = cell_tracker(prepared.tracker)
     if display is not None:
+        display.cancellable = cancellable
         for info in prepared.initial.values():
             display.register_download(info)
         display.show()

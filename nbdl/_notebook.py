@@ -156,6 +156,8 @@ class CellTracker(DownloadTracker):
         self._timer: asyncio.Task[None] | None = None
         self._cancel_callback: Callable[[], object] | None = None
         self._cancel_requested = False
+        #: False hides the Cancel button: a blocked kernel thread could not handle its click.
+        self.cancellable = True
 
     # -- the Tracker protocol: record only ---------------------------------------------------
     def register_download(self, info: DownloadInfo) -> None:
@@ -374,6 +376,8 @@ class NotebookTracker(CellTracker):
 
     def _show_object(self) -> None:
         self._layout_bars()
+        if not self.cancellable:
+            self.cancel_button.layout.display = "none"
         _ipython_display(self.widget)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:

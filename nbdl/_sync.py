@@ -51,7 +51,9 @@ def fetch_sync(
         raise RuntimeError(
             f"{busy[0]!r} is downloading some of these files; 'await' it before fetch_sync"
         )
-    show_in_cell(prepared)
+    # The kernel's thread waits in this call, so it could not handle a Cancel click: the
+    # display shows none, and a kernel interrupt is the way to stop.
+    show_in_cell(prepared, cancellable=False)
     return _run_in_thread(prepared)
 
 

@@ -201,7 +201,7 @@ def test_custom_tracker_notebook(tmp_path: Path) -> None:
 
 
 def test_cells_after_fetch_sync_all_run(tmp_path: Path) -> None:
-    """'Run All' with fetch_sync in a cell runs every later cell; its bars reach their totals."""
+    """'Run All' runs every cell after a fetch_sync cell; its bars reach their totals."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(
@@ -228,6 +228,10 @@ def test_cells_after_fetch_sync_all_run(tmp_path: Path) -> None:
         (bar,) = bar_for(state, name)
         assert bar["value"] == bar["max"] == 1_000_000
         assert bar["style"] == "success"
+    # The kernel thread is busy in fetch_sync and could not handle a click: no Cancel button.
+    (button,) = [m for m in state.values() if m["model_name"] == "ButtonModel"]
+    layout = state[button["state"]["layout"].removeprefix("IPY_MODEL_")]
+    assert layout["state"]["display"] == "none"
 
 
 # -- kernel-level: message rate and interrupts ----------------------------------------------
