@@ -297,12 +297,8 @@ class _Totals:
     def files(self) -> int:
         return len(self.last)
 
-    @property
-    def finished(self) -> int:
-        return sum(self.status[s] for s in _BAR_STYLE)
-
     def summary(self) -> str:
-        parts = [f"{self.finished}/{self.files} files done"]
+        parts = [f"{self.status[DownloadStatus.COMPLETED]}/{self.files} files completed"]
         active = self.status[DownloadStatus.PENDING] + self.status[DownloadStatus.IN_PROGRESS]
         if active:
             parts.append(f"{active} active")

@@ -173,7 +173,7 @@ def test_large_batch_keeps_few_bars_and_a_short_table() -> None:
     assert "1980 more" in tracker.table.value
     tracker.show_all_button.value = True
     assert tracker.table.value.count("<tr") == 1 + 2000
-    assert "1500/2000 files done" in text(parts(tracker.overall)[2])
+    assert "1499/2000 files completed · 3 active · 1 failed" in text(parts(tracker.overall)[2])
 
 
 async def test_refresh_timer_runs_at_a_few_hertz(server: LocalServer, dest: Path) -> None:
@@ -252,8 +252,7 @@ def test_text_fallback_without_ipywidgets(monkeypatch: pytest.MonkeyPatch) -> No
     assert tracker.refresh() == 1
     assert "data.csv" in tracker.text
     assert "HTTP 404 Not Found" in tracker.text
-    assert "0/1 files done" not in tracker.text
-    assert "1/1 files done" in tracker.text
+    assert "0/1 files completed · 1 failed" in tracker.text
 
 
 def test_auto_outside_a_kernel_is_not_the_notebook_tracker() -> None:

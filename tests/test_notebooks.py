@@ -436,7 +436,7 @@ def test_text_display_without_ipywidgets(tmp_path: Path) -> None:
     shown = [o for o in nb.cells[1].outputs if o.output_type == "display_data"]
     assert len(shown) == 1, "displayed once, then updated in place"
     text = shown[0]["data"]["text/plain"]
-    assert "2/2 files done" in text
+    assert "1/2 files completed · 1 failed" in text
     assert "missing.bin" in text
     assert "HTTP 404 Not Found" in text
     everything = json.dumps([c.get("outputs", []) for c in nb.cells])
