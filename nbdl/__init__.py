@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING
 
 from ._errors import (
+    BatchConflictError,
     ChecksumMismatchError,
     ConnectionFailedError,
     DownloadError,
@@ -24,6 +25,7 @@ from ._version import __version__
 from ._worker import DownloadWorker, RetryPolicy
 
 __all__ = [
+    "BatchConflictError",
     "ChecksumMismatchError",
     "ConnectionFailedError",
     "DownloadError",

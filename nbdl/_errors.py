@@ -5,6 +5,8 @@
     Exception
      ├── ValueError
      │    └── InvalidConfigError        bad input to fetch / FileConfig: raised before any request
+     ├── RuntimeError
+     │    └── BatchConflictError        another running batch of this process writes the same file
      └── DownloadError                   one file failed (.kind, .url, .retryable); kind "generic"
           ├── ConnectionFailedError       "connection": refused, reset, DNS, broken body
           │    └── IncompleteBodyError    the body was shorter or longer than announced
@@ -46,6 +48,10 @@ class ErrorKind(StrEnum):
 
 class InvalidConfigError(ValueError):
     """An item or setting given to ``fetch`` is invalid; nothing has been downloaded."""
+
+
+class BatchConflictError(RuntimeError):
+    """Another batch of this process is writing one of the same final paths right now."""
 
 
 class DownloadError(Exception):

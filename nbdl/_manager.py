@@ -14,7 +14,7 @@ from types import TracebackType
 
 import aiohttp
 
-from . import _state
+from . import _busy, _state
 from ._errors import InvalidConfigError
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
 from ._naming import check_explicit_filename, fallback_name, name_from_url
@@ -163,7 +163,7 @@ class DownloadManager:
 
     def _claim(self, url: str, path: Path) -> bool:
         owner = self._claims.setdefault(path, url)
-        return owner == url
+        return owner == url and _busy.add(self, path)
 
     def _reporter(self, url: str) -> Report:
         store, tracker = self._store, self.tracker
@@ -182,6 +182,7 @@ class DownloadManager:
         """
         if self._client is None:
             raise RuntimeError("use 'async with DownloadManager(...)' before run()")
+        _busy.reserve(self, self._claims)
         self.tracker.start()
         try:
             count = min(self.max_workers, self._queue.qsize())
@@ -192,6 +193,7 @@ class DownloadManager:
             self._cancel_queued()
             raise
         finally:
+            _busy.release(self)
             self.tracker.close()
             # Records only matter while something is unfinished; an empty folder is litter.
             with contextlib.suppress(OSError):

@@ -5,6 +5,7 @@ import textwrap
 import nbdl
 
 EXPECTED_ALL = [
+    "BatchConflictError",
     "ChecksumMismatchError",
     "ConnectionFailedError",
     "DownloadError",
@@ -60,6 +61,7 @@ def test_exception_tree() -> None:
     assert issubclass(nbdl.IncompleteBodyError, nbdl.ConnectionFailedError)
     assert issubclass(nbdl.TooManyRedirectsError, nbdl.HTTPStatusError)
     assert issubclass(nbdl.InvalidConfigError, ValueError)
+    assert issubclass(nbdl.BatchConflictError, RuntimeError)
     assert not issubclass(nbdl.InvalidConfigError, nbdl.DownloadError)
 
 

@@ -258,3 +258,19 @@ async def test_cancel_reraises_and_marks_cancelled(server: LocalServer, dest: Pa
     assert {i.status for i in tracker.downloads()} == {nbdl.DownloadStatus.CANCELLED}
     assert not any((dest / f"slow{i}.bin").exists() for i in range(3))
     assert (dest / "slow0.bin.part").stat().st_size > 0
+
+
+async def test_two_batches_never_write_one_file(server: LocalServer, dest: Path) -> None:
+    """A second batch for a file that a running batch writes is refused; the first completes."""
+    url = server.url("/data/shared.bin", size=2_000_000, rate=4_000_000)
+    first = asyncio.create_task(nbdl.fetch([url], dest, tracker="none"))
+    for _ in range(500):  # the server thread has no event to await: poll what it recorded
+        if server.requests_for("/data/shared.bin"):
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(nbdl.BatchConflictError, match=r"shared\.bin is being downloaded"):
+        await nbdl.fetch([url, server.url("/data/other.bin")], dest, tracker="none")
+    assert (await first).ok
+    assert server.requests_for("/data/other.bin") == []
+    again = await nbdl.fetch([url], dest, tracker="none")
+    assert again[0].from_cache
