@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
 import re
+import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -227,3 +231,35 @@ async def test_bad_segment_settings_are_refused(dest: Path) -> None:
         await nbdl.fetch(["http://127.0.0.1:9/x"], dest, max_per_host=0, tracker="none")
     with pytest.raises(ValueError, match="segments"):
         nbdl.FileConfig("http://127.0.0.1:9/x", segments=True)
+
+
+async def test_hard_kill_mid_segments_resumes_from_the_saved_progress(
+    server: LocalServer, dest: Path
+) -> None:
+    """After SIGKILL the record (saved every second) lets each piece resume; no byte 0 restart."""
+    url = server.url("/data/hk.bin", size=SIZE, rate=1 * MIB)
+    code = "import asyncio, sys, nbdl; asyncio.run(nbdl.fetch([sys.argv[1]], sys.argv[2], "
+    code += "tracker='none', segments=4))"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, url, str(dest))
+    record = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # polling files: there is no event to wait on
+        records = list((dest / ".nbdl").glob("*.json")) if (dest / ".nbdl").is_dir() else []
+        if records:
+            spans = json.loads(records[0].read_text()).get("segments") or []
+            if sum(done for _, _, done in spans) > 0:
+                record = records[0]
+                break
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    assert record is not None
+    assert not (dest / "hk.bin").exists()
+    kept = sum(done for _, _, done in json.loads(record.read_text())["segments"])
+    before = len(server.requests_for("/data/hk.bin"))
+
+    info = await _one(url, dest, segments=4)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert info.resumed_from >= kept > 0
+    assert all("Range" in r.headers for r in server.requests_for("/data/hk.bin")[before:])
+    assert (dest / "hk.bin").read_bytes() == content_for("hk.bin", SIZE)
