@@ -263,3 +263,22 @@ async def test_hard_kill_mid_segments_resumes_from_the_saved_progress(
     assert info.resumed_from >= kept > 0
     assert all("Range" in r.headers for r in server.requests_for("/data/hk.bin")[before:])
     assert (dest / "hk.bin").read_bytes() == content_for("hk.bin", SIZE)
+
+
+async def test_cancel_mid_segments_keeps_progress_for_the_next_run(
+    server: LocalServer, dest: Path
+) -> None:
+    """Cancelling a segmented download saves every piece's progress; the next fetch continues."""
+    url = server.url("/data/cx.bin", size=SIZE, rate=2 * MIB)
+    task = asyncio.create_task(nbdl.fetch([url], dest, tracker="none", segments=4))
+    await asyncio.sleep(0.6)  # no event marks "some bytes are on disk"; 4 x 2 MiB/s is plenty
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (record_file,) = (dest / ".nbdl").glob("*.json")
+    kept = sum(done for _, _, done in json.loads(record_file.read_text())["segments"])
+    assert 0 < kept < SIZE
+    info = await _one(url, dest, segments=4)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert info.resumed_from == kept
+    assert (dest / "cx.bin").read_bytes() == content_for("cx.bin", SIZE)
