@@ -131,7 +131,8 @@ class DownloadManager:
                 f"{redact_url(config.url)} and {redact_url(owner)} would both be saved as "
                 f"{path}; give one of them a FileConfig(filename=...)"
             )
-        headers = {**self.headers, **(config.headers or {})}
+        # One shared dict unless this item has headers of its own (~160 B per queued item).
+        headers = {**self.headers, **config.headers} if config.headers else self.headers
         work = WorkItem(
             config=config,
             dest=self.dest,
