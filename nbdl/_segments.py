@@ -191,6 +191,9 @@ class _Run:
     ) -> None:
         self.worker = worker
         self.first = first
+        #: Pieces go to where the first answer came from (redirects followed once, not per
+        #: piece); a resumed run starts again from the item's URL.
+        self.target = str(first.url) if first is not None else item.url
         self.connections = connections
         #: Pieces not started yet, in file order; each connection takes the next one.
         self.pending = collections.deque(seg for seg in segments if not seg.complete)
@@ -280,7 +283,7 @@ class _Run:
             total=None, sock_connect=worker.connect_timeout, sock_read=worker.read_timeout
         )
         async with self.session.get(
-            self.item.url,
+            self.target,
             headers=headers,
             timeout=timeout,
             allow_redirects=True,

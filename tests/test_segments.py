@@ -282,3 +282,14 @@ async def test_cancel_mid_segments_keeps_progress_for_the_next_run(
     assert info.status is nbdl.DownloadStatus.COMPLETED
     assert info.resumed_from == kept
     assert (dest / "cx.bin").read_bytes() == content_for("cx.bin", SIZE)
+
+
+async def test_pieces_go_to_the_redirect_target(server: LocalServer, dest: Path) -> None:
+    """After a redirect, piece requests go straight to the final URL, not through the redirect."""
+    target = f"/data/rd.bin?size={SIZE}"
+    info = await _one(server.url("/redirect/2", to=target), dest, segments=4)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert info.path.read_bytes() == content_for("rd.bin", SIZE)
+    assert len(server.requests_for("/redirect/2")) == 1
+    assert len(server.requests_for("/redirect/1")) == 1
+    assert len(server.requests_for("/data/rd.bin")) > 1
