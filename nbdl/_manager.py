@@ -64,7 +64,13 @@ class DownloadManager:
         self.headers = dict(headers or {})
         self._client = client
         self._owns_client = client is None
-        self._store = DownloadTracker()
+        # A tracker built on DownloadTracker is a state store already: keeping a second copy
+        # of every record doubled the per-report cost (15% of a batch of small files).
+        self._store = (
+            self.tracker if isinstance(self.tracker, DownloadTracker) else DownloadTracker()
+        )
+        #: The tracker to tell besides the store, when it is not the store itself.
+        self._also: Tracker | None = None if self._store is self.tracker else self.tracker
         self._queue: asyncio.PriorityQueue[tuple[int, int, WorkItem]] = asyncio.PriorityQueue()
         self._order: list[str] = []
         self._items: dict[str, WorkItem] = {}
@@ -149,7 +155,8 @@ class DownloadManager:
             url=config.url, path=path, priority=config.priority, total_bytes=config.size_bytes
         )
         self._store.register_download(info)
-        self.tracker.register_download(info)
+        if self._also is not None:
+            self._also.register_download(info)
         # Higher priority first; the sequence number keeps input order among equals.
         self._queue.put_nowait((-config.priority, next(self._seq), work))
         return info
@@ -167,11 +174,13 @@ class DownloadManager:
         return owner == url and _busy.add(self, path)
 
     def _reporter(self, url: str) -> Report:
-        store, tracker = self._store, self.tracker
+        store, also = self._store, self._also
+        if also is None:
+            return functools.partial(store.patch_download, url)
 
         def report(patch: PatchDownloadInfo) -> None:
             store.patch_download(url, patch)
-            tracker.patch_download(url, patch)
+            also.patch_download(url, patch)
 
         return report
 

@@ -123,6 +123,13 @@ class _Display(Progress):
 
     hidden = 0
 
+    def refresh(self) -> None:
+        """Ignored: Rich redraws on every ``add_task``; the tracker redraws on its timer."""
+
+    def redraw(self) -> None:
+        """Draw the rows now."""
+        super().refresh()
+
     def get_renderables(self) -> Iterable[RenderableType]:
         yield self.make_tasks_table(self.tasks)
         if self.hidden:
@@ -278,7 +285,7 @@ class RichTracker(DownloadTracker):
             )
         self._update_overall()
         progress.hidden = len(self._waiting)
-        progress.refresh()
+        progress.redraw()
 
     def _note(self, info: DownloadInfo) -> str | None:
         # A note is worth a row's space only while the file waits, e.g. for a retry.

@@ -34,7 +34,9 @@ class DownloadTracker:
     """The state store: the latest ``DownloadInfo`` of every download, by URL.
 
     Concrete trackers subclass it and read :meth:`downloads` from their refresh timer.  Updates
-    are O(1); it needs no lock because everything runs on one event loop.
+    are O(1); it needs no lock because everything runs on one event loop.  The manager uses a
+    DownloadTracker given as ``tracker=`` as its own store (the results come from it), so a
+    subclass that overrides ``register_download`` or ``patch_download`` must call ``super()``.
     """
 
     def __init__(self) -> None:

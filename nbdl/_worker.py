@@ -153,7 +153,8 @@ class DownloadWorker:
         """Download ``item``, reporting every state change; never raises a ``DownloadError``."""
         progress = _Progress()
         started = time.time()
-        report(PatchDownloadInfo(status=DownloadStatus.PENDING, started_at=started))
+        # Few reports per file: for small files they are a real share of the work.
+        report(PatchDownloadInfo(status=DownloadStatus.PENDING, started_at=started, attempts=1))
         try:
             if await self._already_complete(item, report):
                 return
@@ -205,6 +206,7 @@ class DownloadWorker:
                 resumed_from=size,
                 finished_at=time.time(),
                 from_cache=True,
+                attempts=0,  # nothing was requested
             )
         )
         return True
@@ -223,7 +225,8 @@ class DownloadWorker:
         failures = 0
         while True:
             progress.attempts += 1
-            report(PatchDownloadInfo(attempts=progress.attempts))
+            if progress.attempts > 1:
+                report(PatchDownloadInfo(attempts=progress.attempts))
             try:
                 try:
                     done = await self._attempt(session, item, report, claim, resume=True)
@@ -298,7 +301,6 @@ class DownloadWorker:
                 offset = 0
             if offset == 0 and not item.name_fixed:
                 self._name_from_server(resp, item, report, claim)
-            report(PatchDownloadInfo(http_status=resp.status))
             encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
             etag = resp.headers.get("ETag")
             last_modified = resp.headers.get("Last-Modified")
@@ -322,6 +324,7 @@ class DownloadWorker:
             if resumable and offset == 0 and not item.segments_off:
                 count = _segments.segment_count(resp, total, wanted, session)
                 if count > 1:
+                    report(PatchDownloadInfo(http_status=resp.status))
                     fresh = _state.Record(item.url, item.name, etag, last_modified, total)
                     return await self._segmented(session, item, report, fresh, resp, count)
             return await self._stream(resp, item, report, offset, total, resumable)
@@ -419,6 +422,7 @@ class DownloadWorker:
                 total_bytes=total,
                 bytes_downloaded=offset,
                 resumed_from=offset,
+                http_status=resp.status,
             )
         )
         completed = False
