@@ -120,7 +120,8 @@ class DownloadManager:
         ``InvalidConfigError`` (a ``ValueError``) for a bad item or a clash of final paths.
         """
         config = _as_config(item)
-        name, fixed = self._resolve_name(config)
+        record = _state.load(self.dest, config.url)
+        name, fixed = self._resolve_name(config, record)
         path = self.dest / name
         known = self._items.get(config.url)
         if known is not None:
@@ -147,6 +148,10 @@ class DownloadManager:
             headers=headers,
             index=len(self._items),
             checksum=config.parsed_checksum,
+            has_record=record is not None,
+            server_named=(
+                not fixed and record is not None and record.name != name_from_url(config.url)
+            ),
         )
         self._claims[path] = config.url
         self._items[config.url] = work
@@ -161,10 +166,9 @@ class DownloadManager:
         self._queue.put_nowait((-config.priority, next(self._seq), work))
         return info
 
-    def _resolve_name(self, config: FileConfig) -> tuple[str, bool]:
+    def _resolve_name(self, config: FileConfig, record: _state.Record | None) -> tuple[str, bool]:
         if config.filename is not None:
             return check_explicit_filename(config.filename), True
-        record = _state.load(self.dest, config.url)
         if record is not None and record.name:
             return record.name, False
         return name_from_url(config.url) or fallback_name(config.url), False

@@ -243,7 +243,7 @@ class _Run:
         if self.done == self.saved:
             return
         spans = [[seg.start, seg.end, seg.done] for seg in self.segments]
-        _state.save(self.item.dest, replace(self.record, segments=spans))
+        self.item.save_record(replace(self.record, segments=spans))
         self.saved = self.done
 
     async def _save_periodically(self) -> None:
@@ -404,7 +404,7 @@ async def _finish(item: WorkItem, part: Path, fd: int, total: int, segments: lis
         if digest != item.checksum.hexdigest:
             with contextlib.suppress(OSError):
                 os.unlink(part)
-            _state.delete(item.dest, item.url)
+            item.forget_record()
             raise ChecksumMismatchError(
                 f"{item.checksum.algorithm} mismatch: expected "
                 f"{item.checksum.hexdigest[:16]}…, got {digest[:16]}…",

@@ -29,7 +29,7 @@ from ._errors import (
     translate,
 )
 from ._models import Checksum, DownloadStatus, FileConfig, PatchDownloadInfo
-from ._naming import name_from_url, sanitize_filename
+from ._naming import sanitize_filename
 from ._urls import redact_url
 
 #: Large reads keep one stream from being CPU-bound (1 KiB reads cost 4x the CPU; see KNOWLEDGE).
@@ -87,6 +87,26 @@ class WorkItem:
     checksum: Checksum | None = field(default=None)
     #: Set when the server broke the rules of a segmented download: one stream from now on.
     segments_off: bool = False
+    #: Whether a state record may exist on disk: most files never get one, and skipping the
+    #: lookups and deletes saves system calls that dominate a batch of small files.
+    has_record: bool = False
+    #: True when the name came from the server (now or in an earlier run's record).
+    server_named: bool = False
+
+    def save_record(self, record: _state.Record) -> None:
+        """Write this file's state record (see ``_state``)."""
+        self.has_record = True
+        _state.save(self.dest, record)
+
+    def load_record(self) -> _state.Record | None:
+        """The state record of this file, if it may have one."""
+        return _state.load(self.dest, self.url) if self.has_record else None
+
+    def forget_record(self) -> None:
+        """Delete this file's state record, if it may have one."""
+        if self.has_record:
+            _state.delete(self.dest, self.url)
+            self.has_record = False
 
     @property
     def url(self) -> str:
@@ -272,7 +292,7 @@ class DownloadWorker:
         resume: bool,
     ) -> int:
         """One request (or one segmented transfer); returns the size of the verified file."""
-        record = None if self.overwrite and not resume else _state.load(item.dest, item.url)
+        record = None if self.overwrite and not resume else item.load_record()
         offset = 0
         if resume and record is not None and record.name == item.name and record.validator:
             offset = _partial_size(item)
@@ -310,8 +330,7 @@ class DownloadWorker:
             resumable = resumable and (total is None or total >= RESUME_MIN_BYTES)
             if resumable and offset == 0:
                 with _file_errors(item.dest):
-                    _state.save(
-                        item.dest,
+                    item.save_record(
                         _state.Record(
                             url=item.url,
                             name=item.name,
@@ -401,6 +420,7 @@ class DownloadWorker:
                 url=redact_url(item.url),
             )
         item.name = name
+        item.server_named = True
         report(PatchDownloadInfo(path=new_path))
 
     async def _stream(
@@ -479,12 +499,12 @@ class DownloadWorker:
         return done
 
     def _finish_record(self, item: WorkItem) -> None:
-        if item.name_fixed or item.name == name_from_url(item.url):
-            _state.delete(item.dest, item.url)
+        if not item.server_named:
+            item.forget_record()
             return
         # The name came from the server: keep it, so that a re-run finds the file offline.
         with contextlib.suppress(OSError):
-            _state.save(item.dest, _state.Record(url=item.url, name=item.name, complete=True))
+            item.save_record(_state.Record(url=item.url, name=item.name, complete=True))
 
 
 def _partial_size(item: WorkItem) -> int:
@@ -497,7 +517,7 @@ def _partial_size(item: WorkItem) -> int:
 def _discard_partial(item: WorkItem) -> None:
     with contextlib.suppress(OSError):
         _state.part_path(item.path).unlink()
-    _state.delete(item.dest, item.url)
+    item.forget_record()
 
 
 def _hash_prefix(fh: IO[bytes], hasher: hashlib._Hash, length: int) -> None:
