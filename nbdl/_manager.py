@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import os
 import urllib.request
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -19,7 +19,7 @@ from ._errors import InvalidConfigError
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
 from ._naming import check_explicit_filename, fallback_name, name_from_url
 from ._tracker import DownloadTracker, NullTracker, Tracker
-from ._urls import redact_url
+from ._urls import check_url, redact_url
 from ._version import USER_AGENT
 from ._worker import DownloadWorker, Report, WorkItem
 
@@ -71,11 +71,17 @@ class DownloadManager:
         )
         #: The tracker to tell besides the store, when it is not the store itself.
         self._also: Tracker | None = None if self._store is self.tracker else self.tracker
-        self._queue: asyncio.PriorityQueue[tuple[int, int, WorkItem]] = asyncio.PriorityQueue()
+        # Per queued URL only its DownloadInfo (in the store) is kept; a WorkItem is built when a
+        # worker takes it, so a 100,000-line manifest does not hold 100,000 of them.  Queues of
+        # URLs per priority keep input order among equals without an object per entry.
+        self._pending: dict[int, deque[str]] = {}
+        self._waiting = 0
         self._order: list[str] = []
-        self._items: dict[str, WorkItem] = {}
+        self._queued: set[str] = set()
+        #: Only for items given as FileConfig, and for URLs with a state record on disk.
+        self._configs: dict[str, FileConfig] = {}
+        self._records: dict[str, _state.Record] = {}
         self._claims: dict[Path, str] = {}
-        self._seq = itertools.count()
 
     async def __aenter__(self) -> DownloadManager:
         if self._client is None:
@@ -119,59 +125,73 @@ class DownloadManager:
         The same URL queued twice for the same file is downloaded once.  Raises
         ``InvalidConfigError`` (a ``ValueError``) for a bad item or a clash of final paths.
         """
-        config = _as_config(item)
-        record = _state.load(self.dest, config.url)
-        name, fixed = self._resolve_name(config, record)
+        url, config = _as_url_and_config(item)
+        filename = config.filename if config is not None else None
+        record = _state.load(self.dest, url)
+        if filename is not None:
+            name = check_explicit_filename(filename)
+        elif record is not None and record.name:
+            name = record.name
+        else:
+            name = name_from_url(url) or fallback_name(url)
         path = self.dest / name
-        known = self._items.get(config.url)
-        if known is not None:
+        if url in self._queued:
+            known = self._store.get(url)
             if known.path != path:
                 raise InvalidConfigError(
-                    f"{redact_url(config.url)} is listed twice with different file names "
-                    f"({known.name!r} and {name!r}); download it once and copy the file"
+                    f"{redact_url(url)} is listed twice with different file names "
+                    f"({known.filename!r} and {name!r}); download it once and copy the file"
                 )
-            self._order.append(config.url)
-            return self._store.get(config.url)
+            self._order.append(url)
+            return known
         owner = self._claims.get(path)
         if owner is not None:
             raise InvalidConfigError(
-                f"{redact_url(config.url)} and {redact_url(owner)} would both be saved as "
+                f"{redact_url(url)} and {redact_url(owner)} would both be saved as "
                 f"{path}; give one of them a FileConfig(filename=...)"
             )
-        # One shared dict unless this item has headers of its own (63 B less per queued item).
-        headers = {**self.headers, **config.headers} if config.headers else self.headers
-        work = WorkItem(
-            config=config,
-            dest=self.dest,
-            name=name,
-            name_fixed=fixed,
-            headers=headers,
-            index=len(self._items),
-            checksum=config.parsed_checksum,
-            has_record=record is not None,
-            server_named=(
-                not fixed and record is not None and record.name != name_from_url(config.url)
-            ),
-        )
-        self._claims[path] = config.url
-        self._items[config.url] = work
-        self._order.append(config.url)
+        self._claims[path] = url
+        self._queued.add(url)
+        self._order.append(url)
+        if config is not None:
+            self._configs[url] = config
+        if record is not None:
+            self._records[url] = record
+        priority = config.priority if config is not None else 1
         info = DownloadInfo(
-            url=config.url, path=path, priority=config.priority, total_bytes=config.size_bytes
+            url=url,
+            path=path,
+            priority=priority,
+            total_bytes=config.size_bytes if config is not None else None,
         )
         self._store.register_download(info)
         if self._also is not None:
             self._also.register_download(info)
-        # Higher priority first; the sequence number keeps input order among equals.
-        self._queue.put_nowait((-config.priority, next(self._seq), work))
+        self._pending.setdefault(priority, deque()).append(url)
+        self._waiting += 1
         return info
 
-    def _resolve_name(self, config: FileConfig, record: _state.Record | None) -> tuple[str, bool]:
-        if config.filename is not None:
-            return check_explicit_filename(config.filename), True
-        if record is not None and record.name:
-            return record.name, False
-        return name_from_url(config.url) or fallback_name(config.url), False
+    def _next_item(self) -> WorkItem | None:
+        """The highest-priority queued item (input order among equals), or None."""
+        if not self._waiting:
+            return None
+        priority = max(p for p, urls in self._pending.items() if urls)
+        url = self._pending[priority].popleft()
+        self._waiting -= 1
+        config = self._configs.pop(url, None) or FileConfig(url)
+        record = self._records.pop(url, None)
+        fixed = config.filename is not None
+        return WorkItem(
+            config=config,
+            dest=self.dest,
+            name=self._store.get(url).filename,
+            name_fixed=fixed,
+            # One shared dict unless this item has headers of its own.
+            headers={**self.headers, **config.headers} if config.headers else self.headers,
+            checksum=config.parsed_checksum,
+            has_record=record is not None,
+            server_named=not fixed and record is not None and record.name != name_from_url(url),
+        )
 
     def _claim(self, url: str, path: Path) -> bool:
         owner = self._claims.setdefault(path, url)
@@ -199,7 +219,7 @@ class DownloadManager:
         _busy.reserve(self, self._claims)
         self.tracker.start()
         try:
-            count = min(self.max_workers, self._queue.qsize())
+            count = min(self.max_workers, self._waiting)
             async with asyncio.TaskGroup() as group:
                 for _ in range(count):
                     group.create_task(self._work(self._client))
@@ -221,11 +241,7 @@ class DownloadManager:
                 self._reporter(info.url)(cancelled)
 
     async def _work(self, session: aiohttp.ClientSession) -> None:
-        while True:
-            try:
-                _, _, item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
+        while (item := self._next_item()) is not None:
             claim = functools.partial(self._claim, item.url)
             await self.worker.download(session, item, self._reporter(item.url), claim)
 
@@ -245,12 +261,13 @@ def _env_matters() -> bool:
     return (home / ".netrc").exists() or (home / "_netrc").exists()
 
 
-def _as_config(item: object) -> FileConfig:
+def _as_url_and_config(item: object) -> tuple[str, FileConfig | None]:
+    """The URL of an item, and its FileConfig when it has one (a bare URL needs none)."""
     if isinstance(item, FileConfig):
-        return item
+        return item.url, item
     if isinstance(item, str):
         try:
-            return FileConfig(item)
+            return check_url(item), None
         except ValueError as exc:
             raise InvalidConfigError(f"bad item {item!r}: {exc}") from None
     raise InvalidConfigError(

@@ -83,7 +83,6 @@ class WorkItem:
     #: True when the user chose the name: the server's Content-Disposition is then ignored.
     name_fixed: bool
     headers: Mapping[str, str]
-    index: int
     checksum: Checksum | None = field(default=None)
     #: Set when the server broke the rules of a segmented download: one stream from now on.
     segments_off: bool = False
