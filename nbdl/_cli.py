@@ -77,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds without a byte before an attempt is abandoned (default: 60)",
     )
     fetch.add_argument(
+        "--segments",
+        type=int,
+        metavar="N",
+        help="byte ranges fetched at once per large file (default: automatic; 1: never split)",
+    )
+    fetch.add_argument(
+        "--max-per-host",
+        type=int,
+        default=8,
+        metavar="N",
+        help="connections open to one host at a time, segments included (default: 8)",
+    )
+    fetch.add_argument(
         "--checksum", metavar="ALG:HEX", help="expected digest (only with exactly one URL)"
     )
     fetch.add_argument(
@@ -165,6 +178,8 @@ def _fetch(args: argparse.Namespace) -> int:
             read_timeout=args.read_timeout,
             overwrite=args.overwrite,
             headers=headers,
+            segments=args.segments,
+            max_per_host=args.max_per_host,
         )
     )
     if args.json:

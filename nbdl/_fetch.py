@@ -42,11 +42,6 @@ async def fetch(
     N, ``segments=1`` never splits (``FileConfig(segments=...)`` overrides it per file).
     ``max_per_host`` caps the connections open to one host at a time, segments included.
     """
-    for name, value in (("segments", segments), ("max_per_host", max_per_host)):
-        if value is None and name == "segments":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidConfigError(f"{name} must be an int >= 1, got {value!r}")
     settings = check_settings(
         max_workers=max_workers,
         retries=retries,
@@ -54,6 +49,8 @@ async def fetch(
         read_timeout=read_timeout,
         overwrite=overwrite,
         headers=headers,
+        segments=segments,
+        max_per_host=max_per_host,
     )
     chosen = resolve_tracker(tracker)
     worker = DownloadWorker(
@@ -97,6 +94,8 @@ def check_settings(
     read_timeout: object,
     overwrite: object,
     headers: object,
+    segments: object = None,
+    max_per_host: object = DEFAULT_MAX_PER_HOST,
 ) -> _Settings:
     """Validate ``fetch``'s settings; raises ``InvalidConfigError`` naming the bad one."""
     if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
@@ -119,6 +118,11 @@ def check_settings(
             raise InvalidConfigError(
                 f"{name} must be a number of seconds > 0 or None, got {value!r}"
             )
+    for name, value in (("segments", segments), ("max_per_host", max_per_host)):
+        if value is None and name == "segments":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidConfigError(f"{name} must be an int >= 1, got {value!r}")
     if not isinstance(overwrite, bool):
         raise InvalidConfigError(f"overwrite must be True or False, got {overwrite!r}")
     try:

@@ -46,6 +46,8 @@ class FetchOptions(TypedDict, total=False):
     read_timeout: float | None
     overwrite: bool
     headers: Mapping[str, str] | None
+    segments: int | None
+    max_per_host: int
 
 
 _SETTINGS = tuple(inspect.signature(check_settings).parameters)

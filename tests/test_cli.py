@@ -87,6 +87,7 @@ def test_bad_usage_exits_2_with_one_line(server: LocalServer, dest: Path) -> Non
     assert_one_line_error(nbdl("fetch", "ftp://example.org/x"), "URL 1", "ftp")
     assert_one_line_error(nbdl("fetch", "-j", "zero", url), "invalid int value")
     assert_one_line_error(nbdl("fetch", "-j", "0", url, "-o", dest), "max_workers")
+    assert_one_line_error(nbdl("fetch", "--segments", "0", url, "-o", dest), "segments")
     assert_one_line_error(nbdl("fetch", "--header", "no colon", url), "--header")
     assert_one_line_error(nbdl("fetch", "-i", dest / "missing.txt"), "cannot read the manifest")
     assert_one_line_error(
@@ -195,6 +196,17 @@ def test_headers_are_sent(server: LocalServer, dest: Path) -> None:
     result = nbdl("fetch", "--header", "X-Token: abc", server.url("/data/h.bin"), "-o", dest, "-q")
     assert result.returncode == 0
     assert server.requests[0].headers["X-Token"] == "abc"
+
+
+def test_segments_split_a_large_file(server: LocalServer, dest: Path) -> None:
+    """--segments N fetches a large file as N byte ranges at once, exact bytes."""
+    size = 8 * 1024 * 1024
+    url = server.url("/data/seg.bin", size=size)
+    result = nbdl("fetch", "--segments", "4", "--max-per-host", "4", url, "-o", dest, "-q")
+    assert result.returncode == 0, result.stderr
+    ranged = [r for r in server.requests_for("/data/seg.bin") if "Range" in r.headers]
+    assert len(ranged) >= 3
+    assert (dest / "seg.bin").read_bytes() == content_for("seg.bin", size)
 
 
 def test_ctrl_c_keeps_the_partial_file_and_a_rerun_resumes(server: LocalServer, dest: Path) -> None:

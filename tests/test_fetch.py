@@ -80,6 +80,8 @@ async def test_same_url_twice_is_downloaded_once(server: LocalServer, dest: Path
         ({"tracker": "fancy"}, "tracker"),
         ({"tracker": object()}, "tracker"),
         ({"headers": {"A": 1}}, "header"),
+        ({"segments": 0}, "segments"),
+        ({"max_per_host": True}, "max_per_host"),
     ],
 )
 async def test_bad_settings_raise(
@@ -274,3 +276,16 @@ async def test_two_batches_never_write_one_file(server: LocalServer, dest: Path)
     assert server.requests_for("/data/other.bin") == []
     again = await nbdl.fetch([url], dest, tracker="none")
     assert again[0].from_cache
+
+
+@pytest.mark.parametrize("option", [{"segments": 0}, {"max_per_host": 0}, {"retries": -1}])
+async def test_start_and_fetch_sync_validate_like_fetch(
+    server: LocalServer, dest: Path, option: dict[str, object]
+) -> None:
+    """nbdl.start and nbdl.fetch_sync reject the same bad options as fetch, before any request."""
+    url = server.url("/data/a.bin")
+    with pytest.raises(ValueError, match=next(iter(option))):
+        nbdl.fetch_sync([url], dest, tracker="none", **option)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=next(iter(option))):
+        nbdl.start([url], dest, tracker="none", **option)  # type: ignore[arg-type]
+    assert server.requests == []
