@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from . import _state
-from ._errors import ChecksumMismatchError, FileSystemError, IncompleteBodyError
+from ._errors import FileSystemError, IncompleteBodyError
 from ._models import DownloadStatus, PatchDownloadInfo
 from ._urls import redact_url
 
@@ -400,16 +400,7 @@ async def _finish(item: WorkItem, part: Path, fd: int, total: int, segments: lis
             f"the segments hold {done} of {total} bytes", url=redact_url(item.url)
         )
     if item.checksum is not None:
-        digest = await asyncio.to_thread(_hash_fd, fd, item.checksum.new_hasher(), total)
-        if digest != item.checksum.hexdigest:
-            with contextlib.suppress(OSError):
-                os.unlink(part)
-            item.forget_record()
-            raise ChecksumMismatchError(
-                f"{item.checksum.algorithm} mismatch: expected "
-                f"{item.checksum.hexdigest[:16]}…, got {digest[:16]}…",
-                url=redact_url(item.url),
-            )
+        item.check_digest(await asyncio.to_thread(_hash_fd, fd, item.checksum.new_hasher(), total))
     with _file_errors(item.path):
         os.replace(part, item.path)
     return total

@@ -107,6 +107,24 @@ class WorkItem:
             _state.delete(self.dest, self.url)
             self.has_record = False
 
+    def discard_partial(self) -> None:
+        """Delete the partial file and its record: the next attempt starts from zero."""
+        with contextlib.suppress(OSError):
+            _state.part_path(self.path).unlink()
+        self.forget_record()
+
+    def check_digest(self, digest: str) -> None:
+        """Raise ``ChecksumMismatchError`` on a mismatch, leaving no partial file behind."""
+        expected = self.checksum
+        if expected is None or digest == expected.hexdigest:
+            return
+        self.discard_partial()
+        raise ChecksumMismatchError(
+            f"{expected.algorithm} mismatch: expected {expected.hexdigest[:16]}…, "
+            f"got {digest[:16]}…",
+            url=redact_url(self.url),
+        )
+
     @property
     def url(self) -> str:
         """The URL to download."""
@@ -250,7 +268,7 @@ class DownloadWorker:
                 try:
                     done = await self._attempt(session, item, report, claim, resume=True)
                 except _RestartFromZero:
-                    _discard_partial(item)
+                    item.discard_partial()
                     done = await self._attempt(session, item, report, claim, resume=False)
             except Exception as exc:  # classified below; only transient ones are retried
                 err = translate(exc, redact_url(item.url))
@@ -478,15 +496,8 @@ class DownloadWorker:
                 raise IncompleteBodyError(
                     f"the body ended after {done} of {total} bytes", url=redact_url(item.url)
                 )
-            if hasher is not None and item.checksum is not None:
-                digest = hasher.hexdigest()
-                if digest != item.checksum.hexdigest:
-                    _discard_partial(item)
-                    raise ChecksumMismatchError(
-                        f"{item.checksum.algorithm} mismatch: expected "
-                        f"{item.checksum.hexdigest[:16]}…, got {digest[:16]}…",
-                        url=redact_url(item.url),
-                    )
+            if hasher is not None:
+                item.check_digest(hasher.hexdigest())
             with _file_errors(final):
                 os.replace(part, final)
             completed = True
@@ -511,12 +522,6 @@ def _partial_size(item: WorkItem) -> int:
         return _state.part_path(item.path).stat().st_size
     except OSError:
         return 0
-
-
-def _discard_partial(item: WorkItem) -> None:
-    with contextlib.suppress(OSError):
-        _state.part_path(item.path).unlink()
-    item.forget_record()
 
 
 def _hash_prefix(fh: IO[bytes], hasher: hashlib._Hash, length: int) -> None:
