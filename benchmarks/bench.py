@@ -202,6 +202,22 @@ def nbdl_cmd(*args: str) -> list[str]:
     return [PY, str(HERE / "run_nbdl.py"), *args]
 
 
+def nbdl_many(dest: Path, url_list: str, tracker: str = "none") -> list[str]:
+    """nbdl on a list of URLs, 16 at a time (the many-files workloads)."""
+    return nbdl_cmd(
+        "--dest",
+        str(dest),
+        "--workers",
+        "16",
+        "--per-host",
+        "16",
+        "--tracker",
+        tracker,
+        "--list",
+        url_list,
+    )
+
+
 def parfive_cmd(*args: str) -> list[str]:
     return [PY, str(HERE / "run_parfive.py"), *args]
 
@@ -294,16 +310,7 @@ def main() -> int:
                         [
                             Tool(
                                 "nbdl",
-                                lambda d: nbdl_cmd(
-                                    "--dest",
-                                    str(d),
-                                    "--workers",
-                                    "16",
-                                    "--per-host",
-                                    "16",
-                                    "--list",
-                                    lst,
-                                ),
+                                lambda d: nbdl_many(d, lst),
                                 check,
                             ),
                             Tool("aria2c -j16", lambda d: [*aria, "-j16", "-i", lst], check),
@@ -364,16 +371,7 @@ def main() -> int:
                         [
                             Tool(
                                 "nbdl",
-                                lambda d: nbdl_cmd(
-                                    "--dest",
-                                    str(d),
-                                    "--workers",
-                                    "16",
-                                    "--per-host",
-                                    "16",
-                                    "--list",
-                                    mf,
-                                ),
+                                lambda d: nbdl_many(d, mf),
                                 check,
                             ),
                         ],
@@ -386,18 +384,7 @@ def main() -> int:
                 for tracker in ("none", "rich", "notebook"):
 
                     def cmd(d: Path, tracker: str = tracker) -> list[str]:
-                        return nbdl_cmd(
-                            "--dest",
-                            str(d),
-                            "--workers",
-                            "16",
-                            "--per-host",
-                            "16",
-                            "--tracker",
-                            tracker,
-                            "--list",
-                            lst,
-                        )
+                        return nbdl_many(d, lst, tracker)
 
                     tool = Tool(f"nbdl tracker={tracker}", cmd, check)
                     cls = {"rich": "RichTracker", "notebook": "NotebookTracker"}.get(tracker)
