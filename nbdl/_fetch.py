@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ._errors import InvalidConfigError
 from ._manager import DEFAULT_MAX_PER_HOST, DownloadManager, queue_all
-from ._models import FileConfig, Results, check_headers
+from ._models import FileConfig, Results, check_headers, check_int
 from ._select import resolve_tracker
 from ._tracker import Tracker
 from ._worker import DownloadWorker, RetryPolicy
@@ -98,14 +98,11 @@ def check_settings(
     max_per_host: object = DEFAULT_MAX_PER_HOST,
 ) -> _Settings:
     """Validate ``fetch``'s settings; raises ``InvalidConfigError`` naming the bad one."""
-    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-        raise InvalidConfigError(f"max_workers must be an int >= 1, got {max_workers!r}")
+    check_int("max_workers", max_workers, 1)
     if isinstance(retries, RetryPolicy):
         retry = retries
     else:
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidConfigError(f"retries must be an int >= 0, got {retries!r}")
-        retry = RetryPolicy(retries=retries)
+        retry = RetryPolicy(retries=check_int("retries", retries, 0))
     for name, value in (("timeout", timeout), ("read_timeout", read_timeout)):
         if value is None:
             continue
@@ -118,11 +115,9 @@ def check_settings(
             raise InvalidConfigError(
                 f"{name} must be a number of seconds > 0 or None, got {value!r}"
             )
-    for name, value in (("segments", segments), ("max_per_host", max_per_host)):
-        if value is None and name == "segments":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidConfigError(f"{name} must be an int >= 1, got {value!r}")
+    if segments is not None:
+        check_int("segments", segments, 1)
+    check_int("max_per_host", max_per_host, 1)
     if not isinstance(overwrite, bool):
         raise InvalidConfigError(f"overwrite must be True or False, got {overwrite!r}")
     try:

@@ -16,7 +16,14 @@ import aiohttp
 
 from . import _busy, _state
 from ._errors import InvalidConfigError
-from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
+from ._models import (
+    DownloadInfo,
+    DownloadStatus,
+    FileConfig,
+    PatchDownloadInfo,
+    Results,
+    check_int,
+)
 from ._naming import check_explicit_filename, fallback_name, name_from_url
 from ._tracker import DownloadTracker, NullTracker, Tracker
 from ._urls import check_url, redact_url
@@ -49,10 +56,8 @@ class DownloadManager:
         headers: dict[str, str] | None = None,
         max_per_host: int = DEFAULT_MAX_PER_HOST,
     ) -> None:
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-            raise InvalidConfigError(f"max_workers must be an int >= 1, got {max_workers!r}")
-        if isinstance(max_per_host, bool) or not isinstance(max_per_host, int) or max_per_host < 1:
-            raise InvalidConfigError(f"max_per_host must be an int >= 1, got {max_per_host!r}")
+        check_int("max_workers", max_workers, 1)
+        check_int("max_per_host", max_per_host, 1)
         #: Connections open to one host at a time, segments of a large file included.
         self.max_per_host = max_per_host
         if not isinstance(dest, str | Path) or str(dest) == "":

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import overload
 
-from ._errors import DownloadError, ErrorKind, error_from_info
+from ._errors import DownloadError, ErrorKind, InvalidConfigError, error_from_info
 from ._naming import check_explicit_filename
 from ._urls import check_url, redact_url
 
@@ -94,20 +94,12 @@ class FileConfig:
             check_explicit_filename(self.filename)
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise ValueError(f"priority must be an int, got {self.priority!r}")
-        if self.size_bytes is not None and (
-            isinstance(self.size_bytes, bool)
-            or not isinstance(self.size_bytes, int)
-            or self.size_bytes < 0
-        ):
-            raise ValueError(f"size_bytes must be a non-negative int, got {self.size_bytes!r}")
+        if self.size_bytes is not None:
+            check_int("size_bytes", self.size_bytes, 0)
         if self.checksum is not None:
             Checksum.parse(self.checksum)
-        if self.segments is not None and (
-            isinstance(self.segments, bool)
-            or not isinstance(self.segments, int)
-            or self.segments < 1
-        ):
-            raise ValueError(f"segments must be an int >= 1 or None, got {self.segments!r}")
+        if self.segments is not None:
+            check_int("segments", self.segments, 1)
         if self.headers is not None:
             check_headers(self.headers)
             # Frozen means frozen: a caller's dict mutated later must not change this config.
@@ -130,6 +122,13 @@ class FileConfig:
             if value is not None
         )
         return f"FileConfig({redact_url(self.url)!r}{extras})"
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """Return ``value`` if it is an int (not a bool) >= ``minimum``, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
 
 
 def check_headers(headers: object) -> dict[str, str]:

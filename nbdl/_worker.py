@@ -28,7 +28,7 @@ from ._errors import (
     http_error,
     translate,
 )
-from ._models import Checksum, DownloadStatus, FileConfig, PatchDownloadInfo
+from ._models import Checksum, DownloadStatus, FileConfig, PatchDownloadInfo, check_int
 from ._naming import sanitize_filename
 from ._urls import redact_url
 
@@ -59,8 +59,7 @@ class RetryPolicy:
     max_retry_after: float = 120.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {self.retries!r}")
+        check_int("retries", self.retries, 0)
         if self.backoff < 0 or self.max_backoff < 0 or self.max_retry_after < 0:
             raise ValueError("backoff times must be >= 0")
 
@@ -170,10 +169,8 @@ class DownloadWorker:
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
-        if segments is not None and (
-            isinstance(segments, bool) or not isinstance(segments, int) or segments < 1
-        ):
-            raise ValueError(f"segments must be an int >= 1 or None, got {segments!r}")
+        if segments is not None:
+            check_int("segments", segments, 1)
         self.chunk_size = chunk_size
         self.retry = retry or RetryPolicy()
         self.read_timeout = read_timeout
