@@ -9,6 +9,7 @@ import hashlib
 import os
 import random
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -225,9 +226,13 @@ class DownloadWorker:
         if self.overwrite:
             return False
         final = item.path
-        if not final.is_file():
+        try:  # one stat per file: on a re-run of many small files it is most of the work
+            status = final.stat()
+        except OSError:
             return False
-        size = final.stat().st_size
+        if not stat.S_ISREG(status.st_mode):
+            return False
+        size = status.st_size
         if item.checksum is not None:
             digest = await asyncio.to_thread(_hash_file, final, item.checksum, size)
             if digest != item.checksum.hexdigest:
