@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import InvalidConfigError
@@ -78,12 +79,10 @@ async def fetch(
         return await manager.run()
 
 
+@dataclass(frozen=True, slots=True)
 class _Settings:
-    __slots__ = ("headers", "retry")
-
-    def __init__(self, retry: RetryPolicy, headers: dict[str, str]) -> None:
-        self.retry = retry
-        self.headers = headers
+    retry: RetryPolicy
+    headers: dict[str, str]
 
 
 def check_settings(
