@@ -15,8 +15,11 @@ Jupyter rules this module is built around (see ``KNOWLEDGE.md``, "Jupyter facts"
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import heapq
 import html
+import itertools
 import logging
 import time
 from collections import Counter, deque
@@ -31,6 +34,7 @@ __all__ = ["NotebookTracker", "TextNotebookTracker", "make_notebook_tracker", "w
 logger = logging.getLogger("nbdl")
 
 _ACTIVE = frozenset({DownloadStatus.PENDING, DownloadStatus.IN_PROGRESS})
+_FAILED = DownloadStatus.FAILED  # a global: an enum's class attribute costs ~80 ns per read
 _BAR_STYLE = {
     DownloadStatus.COMPLETED: "success",
     DownloadStatus.FAILED: "danger",
@@ -263,6 +267,74 @@ def _task_canceller(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) ->
     return cancel
 
 
+class _Ranks:
+    """A set of registration ranks whose smallest members can be read without a scan.
+
+    Failures and active files are listed in registration order, and nothing stops either
+    group from holding most of 100,000 files: a set would have to be sorted on every refresh,
+    one sorted list would shift O(n) items per change.  Sorted blocks of at most
+    ``2 * _BLOCK`` ranks cost O(log n + block) per change and O(k) to read the k smallest.
+    """
+
+    _BLOCK = 256
+
+    def __init__(self) -> None:
+        self._blocks: list[list[int]] = []
+        self._maxes: list[int] = []  # each block's last rank: where to bisect
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def add(self, rank: int) -> None:
+        maxes = self._maxes
+        if not maxes:
+            self._blocks.append([rank])
+            maxes.append(rank)
+            self._len = 1
+            return
+        if rank > maxes[-1]:
+            # The usual case (files are registered in rank order): no search.
+            i = len(maxes) - 1
+            block = self._blocks[i]
+            block.append(rank)
+            maxes[i] = rank
+        else:
+            i = bisect.bisect_left(maxes, rank)
+            block = self._blocks[i]
+            j = bisect.bisect_left(block, rank)
+            if block[j] == rank:
+                return
+            block.insert(j, rank)
+        self._len += 1
+        if len(block) > 2 * self._BLOCK:
+            upper = block[self._BLOCK :]
+            del block[self._BLOCK :]
+            self._blocks.insert(i + 1, upper)
+            self._maxes[i] = block[-1]
+            self._maxes.insert(i + 1, upper[-1])
+
+    def discard(self, rank: int) -> None:
+        i = bisect.bisect_left(self._maxes, rank)
+        if i == len(self._blocks):
+            return
+        block = self._blocks[i]
+        j = bisect.bisect_left(block, rank)
+        if block[j] != rank:
+            return
+        del block[j]
+        self._len -= 1
+        if not block:
+            # No empty blocks: reading the k smallest then touches at most k blocks.
+            del self._blocks[i], self._maxes[i]
+        elif j == len(block):
+            self._maxes[i] = block[-1]
+
+    def smallest(self, k: int) -> Iterator[int]:
+        """The ``k`` smallest ranks, ascending (fewer if there are fewer)."""
+        return itertools.islice(itertools.chain.from_iterable(self._blocks), max(k, 0))
+
+
 class _Totals:
     """Batch-wide counts kept up to date from the changed rows only (O(changes) per refresh)."""
 
@@ -274,18 +346,46 @@ class _Totals:
         self.last: dict[str, DownloadInfo] = {}
         #: Pending and in-progress downloads, in the order they became active.
         self.active: dict[str, None] = {}
+        #: Each URL's rank in registration order, and the URL of each rank: tables list their
+        #: rows in this order, and sorting a few ranks is cheaper than ranking every file.
+        self.rank: dict[str, int] = {}
+        self.urls: list[str] = []
+        #: The ranks of failed and of active files, for the tables' first rows.
+        self.failed_ranks = _Ranks()
+        self.active_ranks = _Ranks()
 
     def update(self, info: DownloadInfo) -> DownloadInfo | None:
         old = self.last.get(info.url)
-        if old is not None:
+        status = info.status
+        if old is None:
+            was = None
+            rank = self.rank[info.url] = len(self.urls)
+            self.urls.append(info.url)
+        else:
+            was = old.status
+            rank = self.rank[info.url]
             self._add(old, -1)
         self._add(info, 1)
         self.last[info.url] = info
-        if info.status in _ACTIVE:
+        if status in _ACTIVE:
             self.active[info.url] = None
         else:
             self.active.pop(info.url, None)
+        if status is not was:
+            # Files also leave FAILED: registered again they are queued, retried active.
+            if status is _FAILED:
+                self.failed_ranks.add(rank)
+            elif was is _FAILED:
+                self.failed_ranks.discard(rank)
+            if status in _ACTIVE:
+                if was not in _ACTIVE:
+                    self.active_ranks.add(rank)
+            elif was in _ACTIVE:
+                self.active_ranks.discard(rank)
         return old
+
+    def info(self, rank: int) -> DownloadInfo:
+        return self.last[self.urls[rank]]
 
     def _add(self, info: DownloadInfo, sign: int) -> None:
         self.status[info.status] += sign
@@ -463,7 +563,8 @@ class NotebookTracker(CellTracker):
 
     def _choose_bars(self) -> None:
         """Keep bars for the active files, then the newest failures, then the newest others."""
-        active = list(self._totals.active)[: self.max_bars]
+        # islice: nothing bounds how many files are active (pending) at once.
+        active = list(itertools.islice(self._totals.active, self.max_bars))
         room = self.max_bars - len(active)
         newest = [*reversed(self._failures), *reversed(self._recent)]
         wanted = active + newest[: max(room, 0)]
@@ -577,28 +678,39 @@ class NotebookTracker(CellTracker):
                 bar.refresh()
 
     def _render_table(self, *, force: bool = False) -> None:
-        rows = list(self._totals.last.values())
-        hidden = 0
-        if len(rows) > self.max_table_rows and not self.show_all_button.value:
-            rows, hidden = self._table_rows(rows), len(rows)
-            hidden -= len(rows)
-        if len(self._totals.last) > self.max_table_rows:
+        files = self._totals.files
+        if files > self.max_table_rows and not self.show_all_button.value:
+            rows = self._table_rows()
+            hidden = files - len(rows)
+        else:
+            # Every row: O(files) per refresh, but only while the reader asks for all of them.
+            rows, hidden = list(self._totals.last.values()), 0
+        if files > self.max_table_rows:
             self.show_all_button.layout.display = None
         text = table_html(rows, hidden)
         if text == self.table.value and not force:
             return
         self.table.value = text
 
-    def _table_rows(self, rows: list[DownloadInfo]) -> list[DownloadInfo]:
-        """Failures, then active files, then the newest finished, up to ``max_table_rows``."""
-        limit = self.max_table_rows
-        failed = [i for i in rows if i.status is DownloadStatus.FAILED][: limit // 2]
-        active = [i for i in rows if i.status in _ACTIVE][: limit - len(failed)]
-        chosen = {i.url for i in failed + active}
-        newest = [self._totals.last[u] for u in reversed(self._recent) if u not in chosen]
-        picked = failed + active + newest[: max(0, limit - len(failed) - len(active))]
-        order = {info.url: n for n, info in enumerate(rows)}
-        return sorted(picked, key=lambda info: order[info.url])
+    def _table_rows(self) -> list[DownloadInfo]:
+        """Failures, then active files, then the newest finished, up to ``max_table_rows``.
+
+        Failures fill at most half the rows; the failures and active files shown are the first
+        registered, and the rows keep registration order.  Each group comes from an index kept
+        by ``_Totals.update``, so this costs O(rows shown) however many files the batch has.
+        """
+        totals, limit = self._totals, self.max_table_rows
+        picked = list(totals.failed_ranks.smallest(limit // 2))
+        picked += totals.active_ranks.smallest(limit - len(picked))
+        chosen = set(picked)
+        for url in reversed(self._recent):
+            if len(picked) >= limit:
+                break
+            rank = totals.rank[url]
+            if rank not in chosen:  # a file that finished twice (re-registered) is one row
+                chosen.add(rank)
+                picked.append(rank)
+        return [totals.info(rank) for rank in sorted(picked)]
 
     def _finish(self) -> None:
         totals, bar = self._totals, self.overall
@@ -714,17 +826,19 @@ class TextNotebookTracker(CellTracker):
 
     def render(self) -> str:
         """The current text: a summary line and one line per active or failed file."""
-        lines = [f"nbdl: {self._totals.summary()}, {format_bytes(self._totals.bytes_done)}"]
-        shown = [
-            info
-            for info in self._totals.last.values()
-            if info.status in _ACTIVE or info.status is DownloadStatus.FAILED
-        ]
-        for info in shown[: self.max_lines]:
+        totals, limit = self._totals, max(self.max_lines, 0)
+        lines = [f"nbdl: {totals.summary()}, {format_bytes(totals.bytes_done)}"]
+        # The first active or failed files in registration order, without a scan of every file.
+        first = heapq.merge(
+            totals.active_ranks.smallest(limit), totals.failed_ranks.smallest(limit)
+        )
+        for rank in itertools.islice(first, limit):
+            info = totals.info(rank)
             detail = f": {info.error}" if info.error else ""
             lines.append(f"  {_status_text(info):<12} {info.filename} {_size_text(info)}{detail}")
-        if len(shown) > self.max_lines:
-            lines.append(f"  ... and {len(shown) - self.max_lines} more")
+        shown = len(totals.active_ranks) + len(totals.failed_ranks)
+        if shown > limit:
+            lines.append(f"  ... and {shown - limit} more")
         return "\n".join(lines)
 
     def refresh(self) -> int:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
+import re
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -18,6 +23,7 @@ from nbdl._notebook import (
     MessageBudget,
     NotebookTracker,
     TextNotebookTracker,
+    _Ranks,
     make_notebook_tracker,
 )
 from nbdl._select import resolve_tracker
@@ -276,3 +282,217 @@ def test_import_nbdl_loads_no_widget_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+FAILED, PENDING = nbdl.DownloadStatus.FAILED, nbdl.DownloadStatus.PENDING
+ACTIVE = (PENDING, nbdl.DownloadStatus.IN_PROGRESS)
+
+
+def table_files(tracker: NotebookTracker) -> list[str]:
+    """The file names of the table's rows, top to bottom (the "... more" row excluded)."""
+    return re.findall(r"<tr[^>]*><td>([^<]*)</td>", tracker.table.value)
+
+
+def table_statuses(tracker: NotebookTracker) -> list[tuple[str, str]]:
+    """(file name, status) of the table's rows, top to bottom."""
+    return re.findall(
+        r"<tr[^>]*><td>([^<]*)</td><td>[^<]*</td><td>([^<]*)</td>", tracker.table.value
+    )
+
+
+def many(tracker: CellTracker, count: int) -> list[str]:
+    """Register ``count`` files f0000.bin, f0001.bin, ...; returns their URLs."""
+    urls = [f"http://example.org/f{n:04}.bin" for n in range(count)]
+    for url in urls:
+        tracker.register_download(info(url))
+    return urls
+
+
+def pending(url: str) -> nbdl.DownloadInfo:
+    """A new record for ``url`` that is already active (a plain new record is queued)."""
+    return dataclasses.replace(info(url), status=PENDING)
+
+
+def set_status(tracker: CellTracker, url: str, status: nbdl.DownloadStatus) -> None:
+    tracker.patch_download(url, nbdl.PatchDownloadInfo(status=status, error="boom"))
+
+
+def names(numbers: list[int]) -> list[str]:
+    return [f"f{n:04}.bin" for n in numbers]
+
+
+def test_table_picks_first_failures_first_active_then_newest_in_registration_order() -> None:
+    """Table rows: the first-registered failures (half the rows), active files, newest finished."""
+    tracker = NotebookTracker(refresh_interval=60, max_bars=2, max_table_rows=12)
+    urls = many(tracker, 40)
+    tracker.start()
+    tracker.refresh()
+    failures = [30, 4, 25, 11, 38, 17, 8]  # failing out of registration order
+    for n in failures:
+        set_status(tracker, urls[n], FAILED)
+    active = [33, 35, 37, 39]
+    for n, url in enumerate(urls):
+        if n in active:
+            set_status(tracker, url, PENDING)
+        elif n not in failures:
+            set_status(tracker, url, nbdl.DownloadStatus.COMPLETED)
+    tracker.refresh()
+    tracker.register_download(pending(urls[1]))  # finished, then registered again: active
+    tracker.refresh()
+    # Six failures of seven (38 is left out), every active file, and the newest finished (36).
+    assert table_files(tracker) == names([1, 4, 8, 11, 17, 25, 30, 33, 35, 36, 37, 39])
+    assert "28 more" in tracker.table.value
+    # More active files than room: the first registered win, not the first to become active.
+    tracker.register_download(pending(urls[0]))
+    set_status(tracker, urls[2], nbdl.DownloadStatus.IN_PROGRESS)
+    tracker.refresh()
+    assert table_files(tracker) == names([0, 1, 2, 4, 8, 11, 17, 25, 30, 33, 35, 37])
+
+
+def test_a_failure_retried_or_registered_again_leaves_the_failure_rows() -> None:
+    """A file that leaves FAILED (retried, or registered again) gives its failure row up."""
+    tracker = NotebookTracker(refresh_interval=60, max_bars=2, max_table_rows=4)
+    urls = many(tracker, 20)
+    for url in urls[:5]:
+        set_status(tracker, url, FAILED)
+    for url in urls[10:12]:
+        set_status(tracker, url, PENDING)
+    tracker.start()
+    tracker.refresh()
+    assert table_statuses(tracker) == list(
+        zip(names([0, 1, 10, 11]), ["failed", "failed", "pending", "pending"], strict=True)
+    )
+    tracker.register_download(info(urls[0]))  # queued again: in no group the table lists
+    set_status(tracker, urls[1], nbdl.DownloadStatus.IN_PROGRESS)  # a retry
+    tracker.refresh()
+    # The next failures take the two failure rows; 1 is active now, and registered before 10.
+    assert table_statuses(tracker) == list(
+        zip(names([1, 2, 3, 10]), ["in progress", "failed", "failed", "pending"], strict=True)
+    )
+    assert "3 failed" in text(parts(tracker.overall)[2])
+
+
+def reference_rows(tracker: NotebookTracker) -> tuple[list[str], int]:
+    """The table's rows and hidden count as the full scan of every record found them.
+
+    The scan this replaced, kept as the oracle; its one change: a file that finished twice
+    (registered again) is one row, where the scan listed it twice.
+    """
+    rows, limit = tracker.downloads(), tracker.max_table_rows
+    failed = [i.url for i in rows if i.status is FAILED][: limit // 2]
+    active = [i.url for i in rows if i.status in ACTIVE][: limit - len(failed)]
+    chosen = set(failed + active)
+    newest = [u for u in dict.fromkeys(reversed(tracker._recent)) if u not in chosen]
+    picked = chosen | set(newest[: limit - len(chosen)])
+    return [i.filename for i in rows if i.url in picked], len(rows) - len(picked)
+
+
+def test_table_rows_match_a_full_scan_through_random_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through random status changes and re-registrations, the table picks what a scan would."""
+    monkeypatch.setattr(_Ranks, "_BLOCK", 2)  # tiny blocks: splits and emptied blocks galore
+    tracker = NotebookTracker(refresh_interval=60, max_bars=3, max_table_rows=11)
+    urls = many(tracker, 300)
+    tracker.start()
+    tracker.refresh()
+    rng = random.Random(7)
+    statuses = list(nbdl.DownloadStatus)
+    for step in range(3000):
+        url = rng.choice(urls)
+        if rng.random() < 0.05:
+            tracker.register_download(info(url))
+        else:
+            set_status(tracker, url, rng.choice(statuses))
+        if step % 25 == 0:
+            tracker.refresh()
+            expected, hidden = reference_rows(tracker)
+            assert table_files(tracker) == expected, f"step {step}"
+            assert f"... {hidden} more" in tracker.table.value
+
+
+def test_text_tracker_lists_first_active_and_failed_files() -> None:
+    """The text display lists the first registered active or failed files, then counts the rest."""
+    tracker = TextNotebookTracker(refresh_interval=60, max_lines=3)
+    urls = many(tracker, 10)
+    for n in (0, 2, 3, 4, 6, 7):
+        set_status(tracker, urls[n], nbdl.DownloadStatus.COMPLETED)
+    for n, status in ((9, FAILED), (5, FAILED), (8, PENDING), (1, PENDING)):
+        set_status(tracker, urls[n], status)
+    tracker.refresh()
+    assert re.findall(r"f\d+\.bin", tracker.text) == names([1, 5, 8])
+    assert tracker.text.endswith("\n  ... and 1 more")
+    set_status(tracker, urls[1], nbdl.DownloadStatus.COMPLETED)
+    tracker.register_download(info(urls[5]))  # queued again: no longer listed as a failure
+    tracker.refresh()
+    assert re.findall(r"f\d+\.bin", tracker.text) == names([8, 9])
+    assert "more" not in tracker.text
+    assert "1 active · 1 failed" in tracker.text
+
+
+class CountingDict(dict[str, Any]):
+    """A dict that counts the items read out of it by iteration."""
+
+    read = 0
+
+    def _counted(self, items: Iterator[Any]) -> Iterator[Any]:
+        for item in items:
+            self.read += 1
+            yield item
+
+    def __iter__(self) -> Iterator[str]:
+        return self._counted(super().__iter__())
+
+    def keys(self) -> Any:
+        return self._counted(iter(super().keys()))
+
+    def values(self) -> Any:
+        return self._counted(iter(super().values()))
+
+    def items(self) -> Any:
+        return self._counted(iter(super().items()))
+
+
+def test_refresh_work_follows_the_changes_not_the_batch_size() -> None:
+    """With 50,000 files, a refresh after 3 changes neither scans the records nor loops over all."""
+    tracker = NotebookTracker(refresh_interval=60)
+    urls = [f"http://example.org/f{n:05}.bin" for n in range(50_000)]
+    for url in urls:
+        tracker.register_download(pending(url))  # every file active: the bars' candidates
+    tracker.start()
+    tracker.refresh()
+    stores = {
+        "records": CountingDict(tracker._downloads),
+        "totals": CountingDict(tracker._totals.last),
+        "active": CountingDict(tracker._totals.active),
+    }
+    tracker._downloads, tracker._totals.last, tracker._totals.active = stores.values()
+    for n, status in ((1000, FAILED), (21000, nbdl.DownloadStatus.COMPLETED), (41000, FAILED)):
+        set_status(tracker, urls[n], status)
+    lines = 0
+
+    def count_nbdl_lines(frame: FrameType, event: str, _arg: object) -> Any:
+        # Python-level loops anywhere in nbdl (widget libraries are not ours to count).
+        nonlocal lines
+        if not str(frame.f_globals.get("__name__", "")).startswith("nbdl"):
+            return None
+        lines += event == "line"
+        return count_nbdl_lines
+
+    previous = sys.gettrace()
+    sys.settrace(count_nbdl_lines)
+    try:
+        tracker.refresh()
+    finally:
+        sys.settrace(previous)
+    assert {name: store.read for name, store in stores.items()} == {
+        "records": 0,
+        "totals": 0,
+        "active": tracker.max_bars,
+    }
+    # A scan of every file would run >= 50,000 lines; a 50-row table needs a few hundred.
+    assert lines < 5_000
+    shown = table_files(tracker)
+    assert len(shown) == tracker.max_table_rows
+    assert {"f01000.bin", "f41000.bin"} <= set(shown)
+    assert "2 failed" in text(parts(tracker.overall)[2])
