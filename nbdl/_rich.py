@@ -154,15 +154,20 @@ class _Display(Progress):
     def get_renderables(self) -> Iterable[RenderableType]:
         yield self.make_tasks_table(self.tasks)
         if self.hidden:
-            yield Text(f"… and {self.hidden} more active files not shown", style="dim")
+            rows = len(self.tasks) > 1  # the overall row is always there
+            more = "more " if rows else ""
+            yield Text(f"… and {self.hidden} {more}active files without a row", style="dim")
 
 
 class RichTracker(DownloadTracker):
     """A live terminal display: one row per active file, an overall row, failures, a summary.
 
     Only active downloads get a row (at most ``max_rows``, then one line counts the others), and
-    finished rows are removed, so 10,000 files neither slow it down nor fill the screen.  A
-    failure is printed with its error as it happens; ``close`` prints a summary table.
+    finished rows are removed, so 10,000 files neither slow it down nor fill the screen.  A file
+    gets its row once it has been active for ``row_delay`` seconds: a batch of small files does
+    not flash rows nobody can read (the overall row shows its progress), while a large file gets
+    its row within a second.  A failure is printed with its error as it happens; ``close``
+    prints a summary table.
 
     The display is redrawn ``refresh_per_second`` times a second by one timer on the running
     event loop, never per chunk.  Without a running loop (tests, custom drivers) call
@@ -176,21 +181,29 @@ class RichTracker(DownloadTracker):
         clock: Callable[[], float] = time.monotonic,
         refresh_per_second: float = 4.0,
         max_rows: int = 10,
+        row_delay: float = 0.5,
     ) -> None:
         super().__init__()
         if refresh_per_second <= 0:
             raise ValueError("refresh_per_second must be > 0")
         if max_rows < 0:
             raise ValueError("max_rows must be >= 0")
+        if not row_delay >= 0:
+            raise ValueError("row_delay must be >= 0 seconds")
+        self._row_delay = row_delay
         self.console = console if console is not None else Console()
         self._clock = clock
         self._interval = 1.0 / refresh_per_second
         self._max_rows = max_rows
         self._totals = _Totals()
-        # URLs whose status changed since the last refresh; a dict keeps their order.
+        # URLs changed since the last refresh (a dict keeps their order), and each URL's record
+        # as last added to the totals: patches only mark, the refresh does the sums once per
+        # changed file rather than once per chunk.
         self._changed: dict[str, None] = {}
+        self._accounted: dict[str, DownloadInfo] = {}
         self._rows: dict[str, TaskID] = {}
-        self._waiting: dict[str, None] = {}
+        # Active files without a row, and when the display first saw them active.
+        self._waiting: dict[str, float] = {}
         self._settled: set[str] = set()
         self._completed = 0
         self._completed_bytes = 0
@@ -225,27 +238,13 @@ class RichTracker(DownloadTracker):
     # -- the Tracker protocol: record only ---------------------------------------------------
     def register_download(self, info: DownloadInfo) -> None:
         """Record a new download."""
-        old = self._downloads.get(info.url)
         super().register_download(info)
-        if old is not None:
-            self._totals.add(old, -1)
-        else:
-            self._totals.count += 1
-        self._totals.add(info, 1)
         self._changed[info.url] = None
 
     def patch_download(self, url: str, patch: PatchDownloadInfo) -> None:
         """Record an update: O(1), no drawing."""
-        old = self._downloads[url]
         super().patch_download(url, patch)
-        new = self._downloads[url]
-        if new is old:
-            return
-        totals = self._totals
-        totals.add(old, -1)
-        totals.add(new, 1)
-        if new.status is not old.status or new.note != old.note:
-            self._changed[url] = None
+        self._changed[url] = None
 
     def start(self) -> None:
         """Show the live display and start the refresh timer."""
@@ -291,13 +290,30 @@ class RichTracker(DownloadTracker):
         self._progress.redraw()
 
     def _update_rows(self) -> None:
+        now = self._clock()
         changed, self._changed = self._changed, {}
+        totals, accounted, downloads = self._totals, self._accounted, self._downloads
         for url in changed:
-            self._on_change(self._downloads[url])
-        while self._waiting and len(self._rows) < self._max_rows:
-            url = next(iter(self._waiting))
-            del self._waiting[url]
-            self._add_row(self._downloads[url])
+            new = downloads[url]
+            old = accounted.get(url)
+            if new is old:
+                continue
+            accounted[url] = new
+            if old is None:
+                totals.count += 1
+            else:
+                totals.add(old, -1)
+            totals.add(new, 1)
+            if old is None or new.status is not old.status or new.note != old.note:
+                self._on_change(new, now)
+        waiting = self._waiting
+        while waiting and len(self._rows) < self._max_rows:
+            url, since = next(iter(waiting.items()))
+            # Files wait in the order they became active, so the first too recent ends it.
+            if now - since < self._row_delay:
+                break
+            del waiting[url]
+            self._add_row(downloads[url])
         progress = self._progress
         for url, task_id in self._rows.items():
             info = self._downloads[url]
@@ -316,14 +332,11 @@ class RichTracker(DownloadTracker):
             return f"({_clean(info.note)})"
         return None
 
-    def _on_change(self, info: DownloadInfo) -> None:
+    def _on_change(self, info: DownloadInfo, now: float) -> None:
         url = info.url
         if info.status in _ACTIVE:
             if url not in self._rows and url not in self._waiting:
-                if len(self._rows) < self._max_rows:
-                    self._add_row(info)
-                else:
-                    self._waiting[url] = None
+                self._waiting[url] = now
             return
         if not info.is_terminal() or url in self._settled:
             return

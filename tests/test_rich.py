@@ -55,7 +55,7 @@ def test_rows_show_active_files_with_bytes_speed_and_eta() -> None:
     """An active file gets a row with its name, bytes, speed and time left."""
     console, _ = terminal()
     clock = Clock()
-    tracker = RichTracker(console=console, clock=clock)
+    tracker = RichTracker(console=console, clock=clock, row_delay=0)
     a, _ = register(tracker, 2)
     tracker.start()
     tracker.patch_download(
@@ -104,10 +104,37 @@ def test_long_names_are_cut_and_rows_keep_their_columns() -> None:
     tracker.close()
 
 
+def test_a_file_gets_its_row_after_row_delay_and_quick_files_never_do() -> None:
+    """Rows appear for files active row_delay seconds; files done sooner are only counted."""
+    console, _ = terminal()
+    clock = Clock()
+    tracker = RichTracker(console=console, clock=clock, row_delay=0.5)
+    slow, quick = register(tracker, 2)
+    tracker.start()
+    for url in (slow, quick):
+        tracker.patch_download(url, PatchDownloadInfo(status=DownloadStatus.IN_PROGRESS))
+    tracker.refresh()
+    rows = frame(tracker)
+    assert "file-0.bin" not in rows
+    assert "… and 2 active files without a row" in rows
+    clock.now += 0.25
+    tracker.patch_download(quick, PatchDownloadInfo(status=DownloadStatus.COMPLETED))
+    tracker.refresh()
+    assert "file-0.bin" not in frame(tracker)  # 0.25 s active: not yet
+    clock.now += 0.25
+    tracker.refresh()
+    rows = frame(tracker)
+    assert "file-0.bin" in rows
+    assert "file-1.bin" not in rows
+    assert "without a row" not in rows
+    assert "Total 1/2 files" in rows
+    tracker.close()
+
+
 def test_finished_rows_are_removed_and_counted() -> None:
     """A completed file leaves the live rows and is counted in the overall row."""
     console, _ = terminal()
-    tracker = RichTracker(console=console, clock=Clock())
+    tracker = RichTracker(console=console, clock=Clock(), row_delay=0)
     a, b = register(tracker, 2)
     tracker.start()
     for url in (a, b):
@@ -167,7 +194,7 @@ def test_summary_table_counts_outcomes_and_lists_failures() -> None:
 def test_ten_thousand_files_stay_cheap_and_fit_the_screen() -> None:
     """10,000 files: patches and refreshes stay fast, and at most max_rows rows are shown."""
     console, buffer = terminal()
-    tracker = RichTracker(console=console, clock=Clock(), max_rows=8)
+    tracker = RichTracker(console=console, clock=Clock(), max_rows=8, row_delay=0)
     urls = register(tracker, 10_000)
     tracker.start()
     began = time.perf_counter()
@@ -186,7 +213,7 @@ def test_ten_thousand_files_stay_cheap_and_fit_the_screen() -> None:
     rows = frame(tracker).splitlines()
     assert len(rows) == 1 + 8 + 1  # the overall row, max_rows file rows, the rest counted
     assert "Total 9950/10000 files" in rows[0]
-    assert rows[-1] == "… and 42 more active files not shown"
+    assert rows[-1] == "… and 42 more active files without a row"
     # 5,000 + 10,000 patches and 101 refreshes; generous for a slow CI box.
     assert took < 5, took
     tracker.close()
