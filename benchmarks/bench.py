@@ -100,8 +100,13 @@ class Tool:
     skipped: str | None = None
 
 
-def timed(cmd: list[str], dest: Path, check: Callable[[Path], str | None]) -> Run:
-    """Run ``cmd`` (writing into the empty folder ``dest``) under ``/usr/bin/time``."""
+def timed(
+    cmd: list[str], dest: Path, check: Callable[[Path], str | None], keep: Path | None = None
+) -> Run:
+    """Run ``cmd`` (writing into the empty folder ``dest``) under ``/usr/bin/time``.
+
+    What it wrote is then deleted, or moved into ``keep`` (see ``run_workload``).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         started = time.perf_counter()
@@ -124,7 +129,11 @@ def timed(cmd: list[str], dest: Path, check: Callable[[Path], str | None]) -> Ru
     note = problem or ""
     if problem:
         note += ": " + (proc.stderr.strip().splitlines() or [""])[-1][:200]
-    shutil.rmtree(dest, ignore_errors=True)
+    if keep is not None and dest.is_dir():
+        keep.mkdir(parents=True, exist_ok=True)
+        dest.rename(keep / f"{dest.name}-{len(list(keep.iterdir()))}")
+    else:
+        shutil.rmtree(dest, ignore_errors=True)
     os.sync()
     return Run(seconds, rss_mb, problem is None, note, inner, inner_user)
 
@@ -230,11 +239,15 @@ def parfive_cmd(*args: str) -> list[str]:
     return [PY, str(HERE / "run_parfive.py"), *args]
 
 
-def run_workload(tools: list[Tool], rounds: int, scratch: Path) -> None:
+def run_workload(tools: list[Tool], rounds: int, scratch: Path, keep: Path | None = None) -> None:
     """Interleave the tools, rotating who goes first: A B C, B C A, C A B, ...
 
-    The machine drifts within a workload (the first runs after a pause are the fastest), so a
-    fixed order would hand one tool the same place in every round.
+    The machine drifts within a workload, so a fixed order would hand one tool the same place
+    in every round.  With ``keep``, the files of each run are kept there (deleted only when the
+    suite ends): ext4 steps over every recently deleted inode when it allocates a new one
+    (``recently_deleted`` in ``find_inode_bit``), so deleting 2000 files before each run made
+    the next run's file creations 2-3x slower, for every tool, the more so the more runs came
+    before it.  Users download into folders where thousands of files were not just deleted.
     """
     for round_no in range(rounds):
         shift = round_no % len(tools)
@@ -243,7 +256,7 @@ def run_workload(tools: list[Tool], rounds: int, scratch: Path) -> None:
                 continue
             dest = scratch / f"out-{tool.name}".replace(" ", "_")
             shutil.rmtree(dest, ignore_errors=True)
-            run = timed(tool.command(dest), dest, tool.check)
+            run = timed(tool.command(dest), dest, tool.check, keep)
             tool.runs.append(run)
             flag = "" if run.ok else f"  FAILED {run.note}"
             rss = f"{run.rss_mb:.0f} MB" if run.rss_mb is not None else "?"
@@ -428,7 +441,12 @@ def main() -> int:
                     if tool.skipped:
                         print(f"    {tool.name}: {tool.skipped}")
                 rounds = {"manifest": 1, "trackers": max(args.rounds, args.tracker_rounds)}
-                run_workload(tools, rounds.get(key, args.rounds), work)
+                # Many-files runs keep their output (see run_workload); one 1 GiB file per run
+                # would fill the disk and costs one inode, so those are deleted.
+                many = key in ("small", "manifest", "trackers")
+                run_workload(
+                    tools, rounds.get(key, args.rounds), work, work / "kept" if many else None
+                )
                 workloads[key] = {"title": title, "amount": amount, "unit": unit, "tools": tools}
     finally:
         shutil.rmtree(work, ignore_errors=True)
