@@ -86,6 +86,9 @@ class DownloadManager:
         #: Only for items given as FileConfig, and for URLs with a state record on disk.
         self._configs: dict[str, FileConfig] = {}
         self._records: dict[str, _state.Record] = {}
+        #: Set by ``queue_all`` when ``dest`` has no state folder: then no URL has a record, and
+        #: a failed lookup per URL (a hash, a path, an open) is skipped.
+        self._no_records = False
         self._claims: dict[Path, str] = {}
 
     async def __aenter__(self) -> DownloadManager:
@@ -132,7 +135,7 @@ class DownloadManager:
         """
         url, config = _as_url_and_config(item)
         filename = config.filename if config is not None else None
-        record = _state.load(self.dest, url)
+        record = None if self._no_records else _state.load(self.dest, url)
         if filename is not None:
             name = check_explicit_filename(filename)
         elif record is not None and record.name:
@@ -183,7 +186,7 @@ class DownloadManager:
         priority = max(p for p, urls in self._pending.items() if urls)
         url = self._pending[priority].popleft()
         self._waiting -= 1
-        config = self._configs.pop(url, None) or FileConfig(url)
+        config = self._configs.pop(url, None) or FileConfig._of_checked_url(url)
         record = self._records.pop(url, None)
         fixed = config.filename is not None
         return WorkItem(
@@ -282,8 +285,13 @@ def _as_url_and_config(item: object) -> tuple[str, FileConfig | None]:
 
 def queue_all(manager: DownloadManager, items: Iterable[str | FileConfig]) -> None:
     """Queue every item, naming the bad one (by position) if any is invalid."""
-    for position, item in enumerate(items):
-        try:
-            manager.add_to_queue(item)
-        except ValueError as exc:
-            raise InvalidConfigError(f"item {position}: {exc}") from None
+    # Records are written only while downloads run, and none runs while this queues.
+    manager._no_records = not (manager.dest / _state.STATE_DIR).is_dir()
+    try:
+        for position, item in enumerate(items):
+            try:
+                manager.add_to_queue(item)
+            except ValueError as exc:
+                raise InvalidConfigError(f"item {position}: {exc}") from None
+    finally:
+        manager._no_records = False

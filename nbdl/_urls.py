@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from yarl import URL
+
+_SPACE = re.compile(r"\s")
 
 
 def check_url(url: object) -> str:
@@ -11,7 +15,7 @@ def check_url(url: object) -> str:
         raise ValueError(f"URL must be a string, not {type(url).__name__}")
     if not url.strip():
         raise ValueError("URL is empty")
-    if url != url.strip() or any(ch.isspace() for ch in url):
+    if _SPACE.search(url):
         raise ValueError(f"URL contains whitespace: {redact_url(url)!r}")
     try:
         parsed = URL(url)

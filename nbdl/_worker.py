@@ -91,6 +91,7 @@ class WorkItem:
     has_record: bool = False
     #: True when the name came from the server (now or in an earlier run's record).
     server_named: bool = False
+    _path: Path | None = field(default=None, repr=False)
 
     def save_record(self, record: _state.Record) -> None:
         """Write this file's state record (see ``_state``)."""
@@ -133,7 +134,15 @@ class WorkItem:
     @property
     def path(self) -> Path:
         """The final path."""
-        return self.dest / self.name
+        # Asked several times per file; a path join is a microsecond of a small file's budget.
+        if self._path is None:
+            self._path = self.dest / self.name
+        return self._path
+
+    def rename(self, name: str) -> None:
+        """Save the file as ``name`` (in the same folder) from now on."""
+        self.name = name
+        self._path = None
 
 
 class _RestartFromZero(Exception):
@@ -438,7 +447,7 @@ class DownloadWorker:
                 "writes; give this one a FileConfig(filename=...)",
                 url=redact_url(item.url),
             )
-        item.name = name
+        item.rename(name)
         item.server_named = True
         report(PatchDownloadInfo(path=new_path))
 
@@ -493,7 +502,10 @@ class DownloadWorker:
                     if hasher is not None:
                         hasher.update(chunk)
                     done += len(chunk)
-                    report(PatchDownloadInfo(bytes_downloaded=done))
+                    if done != total:
+                        # The last chunk of a known size goes without: COMPLETED follows at
+                        # once with the count (a small file is often one chunk).
+                        report(PatchDownloadInfo(bytes_downloaded=done))
             if total is not None and done != total:
                 raise IncompleteBodyError(
                     f"the body ended after {done} of {total} bytes", url=redact_url(item.url)

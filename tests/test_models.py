@@ -6,7 +6,7 @@ import pytest
 
 import nbdl
 from nbdl._errors import parse_retry_after
-from nbdl._models import Checksum, format_bytes
+from nbdl._models import Checksum, FileConfig, format_bytes
 
 
 def test_fileconfig_is_frozen() -> None:
@@ -131,3 +131,10 @@ def test_format_bytes() -> None:
         "1.5 KiB",
         "3.0 GiB",
     )
+
+
+def test_default_config_of_a_checked_url_equals_a_validated_one() -> None:
+    """The queue's shortcut config for a bare URL is the same as FileConfig(url)."""
+    url = "https://example.org/data/file.csv?x=1"
+    assert FileConfig._of_checked_url(url) == FileConfig(url)
+    assert repr(FileConfig._of_checked_url(url)) == repr(FileConfig(url))
