@@ -1,10 +1,5 @@
-"""The package version, read once from the installed metadata."""
+"""The package version (also the build's: see ``[tool.hatch.version]`` in pyproject.toml)."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("nbdl")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+__version__ = "0.1.0"
 
 USER_AGENT = f"nbdl/{__version__}"
