@@ -344,8 +344,6 @@ class _Totals:
         self.bytes_done = 0
         self.bytes_total = 0
         self.last: dict[str, DownloadInfo] = {}
-        #: Pending and in-progress downloads, in the order they became active.
-        self.active: dict[str, None] = {}
         #: Each URL's rank in registration order, and the URL of each rank: tables list their
         #: rows in this order, and sorting a few ranks is cheaper than ranking every file.
         self.rank: dict[str, int] = {}
@@ -367,10 +365,6 @@ class _Totals:
             self._add(old, -1)
         self._add(info, 1)
         self.last[info.url] = info
-        if status in _ACTIVE:
-            self.active[info.url] = None
-        else:
-            self.active.pop(info.url, None)
         if status is not was:
             # Files also leave FAILED: registered again they are queued, retried active.
             if status is _FAILED:
@@ -414,10 +408,15 @@ class NotebookTracker(CellTracker):
     """Live notebook display: one ``tqdm.notebook`` bar per file, an overall bar, a table.
 
     ``tracker="auto"`` picks it inside a Jupyter kernel; pass an instance as ``tracker=`` to tune
-    it.  With more than ``max_bars`` files, bars are kept for the active and most recent files
-    only (failures first) and the rest are counted; the table lists ``max_table_rows`` rows
-    until "Show all" is pressed.  Widgets are reachable for tests and custom layouts:
-    ``widget`` (the whole VBox), ``bars`` (URL to bar), ``overall``, ``table``, ``cancel_button``.
+    it.  A batch of at most ``max_bars`` files gets a bar per file from the start.  In a larger
+    batch a file gets a bar once it has been active (pending or in progress) for ``bar_delay``
+    seconds, or when it fails: bars of files that last a few milliseconds would churn faster
+    than anyone can read (the overall bar and the table show them).  A finished file keeps its
+    bar until an active file or a newer failure needs the slot; ``bar_delay=0`` gives bars to
+    every file as soon as a refresh sees it, finished ones included.  The table lists
+    ``max_table_rows`` rows (failures, active, newest) until "Show all" is pressed.  Widgets are
+    reachable for tests and custom layouts: ``widget`` (the whole VBox), ``bars`` (URL to bar),
+    ``overall``, ``table``, ``cancel_button``.  ``clock`` can be injected for tests.
     """
 
     def __init__(
@@ -426,12 +425,18 @@ class NotebookTracker(CellTracker):
         refresh_interval: float = 0.3,
         max_bars: int = 8,
         max_table_rows: int = 50,
+        bar_delay: float = 0.5,
         title: str = "nbdl",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(refresh_interval=refresh_interval)
         if max_bars < 1 or max_table_rows < 1:
             raise ValueError("max_bars and max_table_rows must be >= 1")
+        if not bar_delay >= 0:
+            raise ValueError(f"bar_delay must be >= 0 seconds, got {bar_delay!r}")
         self.max_bars = max_bars
+        self.bar_delay = bar_delay
+        self._clock = clock
         self.max_table_rows = max_table_rows
         import ipywidgets as widgets
 
@@ -439,10 +444,17 @@ class NotebookTracker(CellTracker):
         self._totals = _Totals()
         #: URL to its bar, in display order; only files that currently have a bar.
         self.bars: dict[str, Any] = {}
-        # Finished files, newest last: the candidates for the bars left after the active ones.
-        # Failures have their own history so that a run of successes does not push them out.
+        # Finished files, newest last: the table's newest rows (and, with bar_delay=0, bar
+        # candidates). Failures have their own history so that a run of successes does not push
+        # them out; they are always candidates for the bars left after the active files.
         self._recent: deque[str] = deque(maxlen=max(max_bars, max_table_rows))
         self._failures: deque[str] = deque(maxlen=max(max_bars, max_table_rows))
+        #: Pending and in-progress files, in the order they became active, and the clock when a
+        #: refresh first saw them active (so the times never decrease along the dict).
+        self._active_since: dict[str, float] = {}
+        #: Finished files that have a bar, oldest first: the finished files that may keep a bar
+        #: (unless ``bar_delay`` is 0, no other finished file gets one).
+        self._finished_bars: dict[str, None] = {}
         self._all_bars = False  # decided when shown: small batches get a bar per file
         self._label_width = "10em"
         self.overall = self._bar_class(total=0, desc="total", **_BAR_OPTIONS)
@@ -518,10 +530,11 @@ class NotebookTracker(CellTracker):
     def refresh(self) -> int:
         """Redraw what changed since the last refresh; returns the widget messages it sent.
 
-        Every shown widget is held for the whole redraw, so each sends at most one message
+        It also redraws, without a change, when an active file's bar has become due.  Every shown
+        widget is held for the whole redraw, so each sends at most one message
         however many of its properties changed.
         """
-        if not self._dirty and not self._closed_pending():
+        if not self._dirty and not self._closed_pending() and not self._bar_due():
             return 0
         held = self._live_widgets()
         with _held(*held):
@@ -541,14 +554,27 @@ class NotebookTracker(CellTracker):
 
     def _redraw(self) -> None:
         changed = self._take_dirty()
+        now = self._clock()
+        since = self._active_since
         previous: dict[str, DownloadInfo | None] = {}
         for info in changed:
-            old = previous[info.url] = self._totals.update(info)
-            if info.is_terminal() and (old is None or not old.is_terminal()):
-                failed = info.status is DownloadStatus.FAILED
-                (self._failures if failed else self._recent).append(info.url)
+            url = info.url
+            old = previous[url] = self._totals.update(info)
+            if info.status in _ACTIVE:
+                if url not in since:
+                    since[url] = now
+            else:
+                since.pop(url, None)
+                if info.is_terminal() and (old is None or not old.is_terminal()):
+                    if info.status is _FAILED:
+                        self._failures.append(url)
+                    else:
+                        self._recent.append(url)
+                        if url in self.bars:
+                            self._finished_bars.pop(url, None)  # finished again: newest now
+                            self._finished_bars[url] = None
         if not self._all_bars:
-            self._choose_bars()
+            self._choose_bars(now)
         for info in changed:
             bar = self.bars.get(info.url)
             if bar is not None:
@@ -561,19 +587,46 @@ class NotebookTracker(CellTracker):
     def _closed_pending(self) -> bool:
         return self._closed and not self.overall.disable
 
-    def _choose_bars(self) -> None:
-        """Keep bars for the active files, then the newest failures, then the newest others."""
+    def _due_active(self, now: float) -> list[str]:
+        """The first ``max_bars`` files active for ``bar_delay`` seconds or more."""
+        due = []
         # islice: nothing bounds how many files are active (pending) at once.
-        active = list(itertools.islice(self._totals.active, self.max_bars))
-        room = self.max_bars - len(active)
-        newest = [*reversed(self._failures), *reversed(self._recent)]
-        wanted = active + newest[: max(room, 0)]
+        for url, since in itertools.islice(self._active_since.items(), self.max_bars):
+            if now - since < self.bar_delay:
+                break  # the files after it became active later still
+            due.append(url)
+        return due
+
+    def _bar_due(self) -> bool:
+        """True when an active file without a bar has waited ``bar_delay``: a refresh is due."""
+        if self._all_bars or self._closed:
+            return False
+        now = self._clock()
+        for url, since in itertools.islice(self._active_since.items(), self.max_bars):
+            if url not in self.bars:
+                return now - since >= self.bar_delay
+        return False
+
+    def _choose_bars(self, now: float) -> None:
+        """Keep bars for the active files, then the newest failures, then the newest others.
+
+        Active files count once active for ``bar_delay``; of the finished files, only those
+        that already have a bar (or, with ``bar_delay=0``, any newest one) compete for the rest.
+        """
+        finished = self._recent if self.bar_delay == 0 else self._finished_bars
+        candidates = itertools.chain(
+            self._due_active(now), reversed(self._failures), reversed(finished)
+        )
+        # Once each: a retried failure may be active too, a file registered again finish twice.
+        wanted = list(itertools.islice(dict.fromkeys(candidates), self.max_bars))
         keep = set(wanted)
         if keep == set(self.bars):
             return
         # Retired bars lend their widgets to the new ones: creating widgets costs ~10 messages
         # per bar (and closing them more), redrawing an existing one costs 3.
         spare = [self.bars.pop(url) for url in list(self.bars) if url not in keep]
+        for url in [url for url in self._finished_bars if url not in keep]:
+            del self._finished_bars[url]
         for bar in spare:
             bar.disp = _no_draw  # its widgets now belong to another bar
             bar.close()

@@ -158,7 +158,7 @@ def test_patch_download_only_records(tracker: NotebookTracker) -> None:
 
 def test_large_batch_keeps_few_bars_and_a_short_table() -> None:
     """With 2000 files only max_bars bars exist, and the table lists max_table_rows rows."""
-    tracker = NotebookTracker(refresh_interval=60, max_bars=5, max_table_rows=20)
+    tracker = NotebookTracker(refresh_interval=60, max_bars=5, max_table_rows=20, bar_delay=0)
     urls = [f"http://example.org/f{i:04}.bin" for i in range(2000)]
     for url in urls:
         tracker.register_download(info(url))
@@ -455,7 +455,8 @@ class CountingDict(dict[str, Any]):
 
 def test_refresh_work_follows_the_changes_not_the_batch_size() -> None:
     """With 50,000 files, a refresh after 3 changes neither scans the records nor loops over all."""
-    tracker = NotebookTracker(refresh_interval=60)
+    # No bar delay: every file is a bar candidate at once.
+    tracker = NotebookTracker(refresh_interval=60, bar_delay=0)
     urls = [f"http://example.org/f{n:05}.bin" for n in range(50_000)]
     for url in urls:
         tracker.register_download(pending(url))  # every file active: the bars' candidates
@@ -464,9 +465,9 @@ def test_refresh_work_follows_the_changes_not_the_batch_size() -> None:
     stores = {
         "records": CountingDict(tracker._downloads),
         "totals": CountingDict(tracker._totals.last),
-        "active": CountingDict(tracker._totals.active),
+        "active": CountingDict(tracker._active_since),
     }
-    tracker._downloads, tracker._totals.last, tracker._totals.active = stores.values()
+    tracker._downloads, tracker._totals.last, tracker._active_since = stores.values()
     for n, status in ((1000, FAILED), (21000, nbdl.DownloadStatus.COMPLETED), (41000, FAILED)):
         set_status(tracker, urls[n], status)
     lines = 0
@@ -496,3 +497,133 @@ def test_refresh_work_follows_the_changes_not_the_batch_size() -> None:
     assert len(shown) == tracker.max_table_rows
     assert {"f01000.bin", "f41000.bin"} <= set(shown)
     assert "2 failed" in text(parts(tracker.overall)[2])
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def delayed(max_bars: int = 2, files: int = 20) -> tuple[NotebookTracker, Clock, list[str]]:
+    """A started tracker with ``bar_delay=0.5`` on a hand-driven clock, and its files' URLs."""
+    clock = Clock()
+    tracker = NotebookTracker(refresh_interval=60, max_bars=max_bars, bar_delay=0.5, clock=clock)
+    urls = many(tracker, files)
+    tracker.start()
+    tracker.refresh()
+    return tracker, clock, urls
+
+
+def test_bar_delay_must_not_be_negative() -> None:
+    """A negative (or NaN) bar_delay is refused with a ValueError naming it."""
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="bar_delay must be >= 0"):
+            NotebookTracker(bar_delay=bad)
+
+
+def test_large_batch_file_gets_a_bar_once_active_for_bar_delay() -> None:
+    """A file active less than bar_delay has no bar; from bar_delay on it has one, unprompted."""
+    tracker, clock, urls = delayed()
+    set_status(tracker, urls[0], PENDING)
+    tracker.refresh()  # first seen active now
+    clock.now += 0.3
+    set_status(tracker, urls[0], nbdl.DownloadStatus.IN_PROGRESS)
+    tracker.refresh()
+    assert tracker.bars == {}
+    clock.now += 0.2
+    assert tracker.refresh() > 0, "no new change, but the bar is due: the refresh draws it"
+    assert list(tracker.bars) == [urls[0]]
+    assert tracker.files_box.children == (tracker.bars[urls[0]].container,)
+
+
+def test_large_batch_quick_success_never_gets_a_bar() -> None:
+    """A file that finished before bar_delay gets no bar, neither later nor from close()."""
+    tracker, clock, urls = delayed()
+    for url in urls[:5]:
+        set_status(tracker, url, PENDING)
+    tracker.refresh()
+    clock.now += 0.4
+    for url in urls[:5]:
+        set_status(tracker, url, nbdl.DownloadStatus.COMPLETED)
+    tracker.refresh()
+    clock.now += 1
+    tracker.refresh()
+    tracker.close()
+    assert tracker.bars == {}
+    assert tracker.files_box.children == ()
+    assert table_files(tracker)[:5] == names([0, 1, 2, 3, 4]), "the table lists them"
+
+
+def test_large_batch_quick_failure_gets_a_red_bar() -> None:
+    """A file that fails before bar_delay still gets a bar, red, which close() keeps."""
+    tracker, clock, urls = delayed()
+    set_status(tracker, urls[3], PENDING)
+    tracker.refresh()
+    clock.now += 0.1
+    set_status(tracker, urls[3], FAILED)
+    tracker.refresh()
+    assert list(tracker.bars) == [urls[3]]
+    tracker.close()
+    _, pbar, rtext = parts(tracker.bars[urls[3]])
+    assert pbar.bar_style == "danger"
+    assert "failed: boom" in text(rtext)
+
+
+def test_finished_bar_stays_until_a_due_file_needs_its_slot() -> None:
+    """A bar whose file finished stays green through quick successes and close(), until needed."""
+    tracker, clock, urls = delayed(max_bars=1)
+    set_status(tracker, urls[0], PENDING)
+    tracker.refresh()
+    clock.now += 0.5
+    tracker.refresh()
+    set_status(tracker, urls[0], nbdl.DownloadStatus.COMPLETED)
+    for url in urls[1:10]:  # quick successes: no bar, and they do not push the finished one out
+        set_status(tracker, url, PENDING)
+        set_status(tracker, url, nbdl.DownloadStatus.COMPLETED)
+    set_status(tracker, urls[10], PENDING)
+    tracker.refresh()
+    assert list(tracker.bars) == [urls[0]]
+    assert parts(tracker.bars[urls[0]])[1].bar_style == "success"
+    clock.now += 0.5
+    tracker.refresh()
+    assert list(tracker.bars) == [urls[10]], "an active file due for a bar takes the slot"
+    set_status(tracker, urls[10], nbdl.DownloadStatus.COMPLETED)
+    tracker.close()
+    assert list(tracker.bars) == [urls[10]]
+    assert parts(tracker.bars[urls[10]])[1].bar_style == "success"
+
+
+def test_small_batch_has_a_bar_per_file_from_the_start_despite_bar_delay() -> None:
+    """With at most max_bars files every file has a bar at start(), quick ones included."""
+    tracker, clock, urls = delayed(max_bars=3, files=3)
+    assert list(tracker.bars) == urls
+    set_status(tracker, urls[1], PENDING)
+    tracker.refresh()
+    clock.now += 0.1
+    set_status(tracker, urls[1], nbdl.DownloadStatus.COMPLETED)
+    tracker.close()
+    assert list(tracker.bars) == urls
+    assert parts(tracker.bars[urls[1]])[1].bar_style == "success"
+
+
+def test_active_failure_takes_one_slot_not_two() -> None:
+    """A retried failure is both active and a recent failure: it takes one bar, not two slots."""
+    tracker = NotebookTracker(refresh_interval=60, max_bars=2, bar_delay=0)
+    urls = many(tracker, 10)
+    tracker.start()
+    set_status(tracker, urls[1], nbdl.DownloadStatus.IN_PROGRESS)
+    set_status(tracker, urls[2], nbdl.DownloadStatus.IN_PROGRESS)
+    set_status(tracker, urls[0], FAILED)
+    tracker.refresh()
+    assert set(tracker.bars) == {urls[1], urls[2]}
+    set_status(tracker, urls[1], nbdl.DownloadStatus.COMPLETED)
+    set_status(tracker, urls[2], nbdl.DownloadStatus.COMPLETED)
+    tracker.register_download(pending(urls[0]))
+    tracker.refresh()
+    assert set(tracker.bars) == {urls[0], urls[2]}
+    assert len(tracker.files_box.children) == 2
