@@ -427,7 +427,7 @@ class NotebookTracker(CellTracker):
         max_table_rows: int = 50,
         bar_delay: float = 0.5,
         title: str = "nbdl",
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(refresh_interval=refresh_interval)
         if max_bars < 1 or max_table_rows < 1:
@@ -449,9 +449,13 @@ class NotebookTracker(CellTracker):
         # them out; they are always candidates for the bars left after the active files.
         self._recent: deque[str] = deque(maxlen=max(max_bars, max_table_rows))
         self._failures: deque[str] = deque(maxlen=max(max_bars, max_table_rows))
-        #: Pending and in-progress files, in the order they became active, and the clock when a
-        #: refresh first saw them active (so the times never decrease along the dict).
+        #: Pending and in-progress files, in the order they became active, and since when: the
+        #: download's ``started_at`` (the clock is wall time like it), else when a refresh first
+        #: saw it active; never earlier than the entry before it, so the times never decrease
+        #: along the dict.  Refreshes can be far apart (the message budget), so first-seen alone
+        #: made a file of one second look active for less than half of it.
         self._active_since: dict[str, float] = {}
+        self._latest_since = float("-inf")
         #: Finished files that have a bar, oldest first: the finished files that may keep a bar
         #: (unless ``bar_delay`` is 0, no other finished file gets one).
         self._finished_bars: dict[str, None] = {}
@@ -562,7 +566,9 @@ class NotebookTracker(CellTracker):
             old = previous[url] = self._totals.update(info)
             if info.status in _ACTIVE:
                 if url not in since:
-                    since[url] = now
+                    started = info.started_at if info.started_at is not None else now
+                    self._latest_since = max(self._latest_since, min(started, now))
+                    since[url] = self._latest_since
             else:
                 since.pop(url, None)
                 if info.is_terminal() and (old is None or not old.is_terminal()):

@@ -541,6 +541,21 @@ def test_large_batch_file_gets_a_bar_once_active_for_bar_delay() -> None:
     assert tracker.files_box.children == (tracker.bars[urls[0]].container,)
 
 
+def test_bar_delay_counts_from_the_download_start_not_the_first_refresh() -> None:
+    """A file started before the refresh that first sees it is due by its started_at."""
+    tracker, clock, urls = delayed()
+    tracker.patch_download(
+        urls[0],
+        nbdl.PatchDownloadInfo(status=nbdl.DownloadStatus.IN_PROGRESS, started_at=clock.now - 0.6),
+    )
+    tracker.patch_download(
+        urls[1],
+        nbdl.PatchDownloadInfo(status=nbdl.DownloadStatus.IN_PROGRESS, started_at=clock.now - 0.1),
+    )
+    tracker.refresh()
+    assert list(tracker.bars) == [urls[0]]
+
+
 def test_large_batch_quick_success_never_gets_a_bar() -> None:
     """A file that finished before bar_delay gets no bar, neither later nor from close()."""
     tracker, clock, urls = delayed()

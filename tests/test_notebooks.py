@@ -189,14 +189,19 @@ def test_background_and_cancel(tmp_path: Path) -> None:
 
 
 def test_custom_tracker_notebook(tmp_path: Path) -> None:
-    """The custom tracker notebook runs; a 61-file batch keeps at most max_bars=4 file bars."""
+    """The custom tracker notebook runs; of 61 files only the slow ones and the failure get bars."""
     nb = run_notebook("custom-tracker.ipynb", tmp_path)
     assert errors(nb) == []
     counted = code_cell(nb, "bars shown for")
-    assert stdout(nb, counted).strip() == "4 bars shown for 61 files"
+    assert stdout(nb, counted).strip().splitlines() == [
+        "4 bars shown for 61 files:",
+        "['broken.bin', 'slow-0.bin', 'slow-1.bin', 'slow-2.bin']",
+    ]
     state = widget_state(nb)
-    item_bars = [b for b in bars(state) if b["label"].startswith(("item-", "broken.bin"))]
+    item_bars = [b for b in bars(state) if b["label"].startswith(("item-", "slow-", "broken"))]
     assert len(item_bars) <= 4
+    assert {b["style"] for b in item_bars if b["label"].startswith("slow-")} == {"success"}
+    assert [b["style"] for b in item_bars if b["label"].startswith("broken")] == ["danger"]
     assert any("broken.bin" in table and "HTTP 404" in table for table in tables(state))
 
 
