@@ -16,6 +16,8 @@ _RESERVED = frozenset(
 )
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 _MAX_NAME_BYTES = 200  # leaves room for ".part" and ".json" under the usual 255-byte limit
+#: Names that the rules below leave as they are (most names from URLs): checked in one step.
+_PLAIN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{_MAX_NAME_BYTES - 1}}}")
 
 
 def sanitize_filename(name: str) -> str:
@@ -23,6 +25,16 @@ def sanitize_filename(name: str) -> str:
 
     Returns ``""`` when nothing usable is left.
     """
+    if (
+        _PLAIN.fullmatch(name)
+        and not name.endswith(".")
+        and name.split(".")[0].lower() not in _RESERVED
+    ):
+        return name
+    return _sanitize(name)
+
+
+def _sanitize(name: str) -> str:
     name = unicodedata.normalize("NFC", name)
     # The last path component is what a server or URL meant by the name; earlier ones are where
     # an attacker would try to put it.

@@ -44,7 +44,7 @@ class Record:
 
 def part_path(final: Path) -> Path:
     """Where the bytes of ``final`` accumulate until they are complete and verified."""
-    return final.with_name(final.name + PART_SUFFIX)
+    return final.parent / (final.name + PART_SUFFIX)
 
 
 def record_path(dest: Path, url: str) -> Path:

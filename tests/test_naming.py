@@ -1,5 +1,9 @@
+import random
+import string
+
 import pytest
 
+from nbdl import _naming
 from nbdl._naming import name_from_url, sanitize_filename
 from nbdl._urls import check_url, redact_url
 
@@ -57,3 +61,22 @@ def test_redact_masks_password_and_query_values() -> None:
     assert "hunter2" not in shown
     assert "s3cret" not in shown
     assert shown == "https://user:***@e.org/a.bin?token=***&x=***"
+
+
+def test_plain_name_shortcut_agrees_with_the_full_rules() -> None:
+    """Names taken by the one-regex shortcut come out exactly as the full rules make them."""
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "._-" + " /\\:é\u200b"
+    names = [
+        "f00001.bin",
+        "CON.txt",
+        "nul",
+        "a.",
+        "a..b",
+        "x" * 230,
+        "com1.tar.gz",
+        "data-v2_final",
+    ]
+    names += ["".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(5000)]
+    for name in names:
+        assert sanitize_filename(name) == _naming._sanitize(name), name
