@@ -298,10 +298,6 @@ def main() -> int:
     keep = set(args.tools.split(",")) if args.tools else None
 
     work = Path(tempfile.mkdtemp(prefix="nbdl-bench-", dir=os.environ.get("BENCH_DIR")))
-    # ext4 places the folders made in a "top" folder (chattr +T) in block groups of their own,
-    # so each run's files get fresh inodes instead of sharing a group with earlier runs (whose
-    # freed inodes, such as aria2c's control files, it would step over one by one).
-    subprocess.run(["chattr", "+T", str(work)], capture_output=True, check=False)
     www = work / "www"
     www.mkdir(parents=True)
     print(f"nbdl benchmarks in {work} ({os.cpu_count()} CPUs, {args.rounds} rounds)", flush=True)
