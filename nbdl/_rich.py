@@ -269,7 +269,8 @@ class RichTracker(DownloadTracker):
         self._ended_at = self._clock()
         # close() runs in the manager's finally: a dead terminal must not replace the results.
         with contextlib.suppress(*_BROKEN_OUTPUT):
-            self.refresh()
+            # Failures not printed yet are printed; the last frame is drawn by stop() alone.
+            self._update_rows()
         with contextlib.suppress(*_BROKEN_OUTPUT):
             self._progress.stop()
             self.console.print(self.summary())
