@@ -34,7 +34,7 @@ SMALL_SIZE = 10 * 1024
 SMALL_COUNT = 2000
 #: The tracker cost is a few percent of a batch whose single runs vary by 10 % or more: it
 #: needs more pairs than the other workloads to settle.
-TRACKER_ROUNDS = 11
+TRACKER_ROUNDS = 21
 MANIFEST_COUNT = 10_000
 RATE_LIMIT = "4m"
 TIME = "/usr/bin/time"
