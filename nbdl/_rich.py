@@ -156,7 +156,8 @@ class _Display(Progress):
         if self.hidden:
             rows = len(self.tasks) > 1  # the overall row is always there
             more = "more " if rows else ""
-            yield Text(f"… and {self.hidden} {more}active files without a row", style="dim")
+            files = "file" if self.hidden == 1 else "files"
+            yield Text(f"… and {self.hidden} {more}active {files} without a row", style="dim")
 
 
 class RichTracker(DownloadTracker):

@@ -120,7 +120,9 @@ def test_a_file_gets_its_row_after_row_delay_and_quick_files_never_do() -> None:
     clock.now += 0.25
     tracker.patch_download(quick, PatchDownloadInfo(status=DownloadStatus.COMPLETED))
     tracker.refresh()
-    assert "file-0.bin" not in frame(tracker)  # 0.25 s active: not yet
+    rows = frame(tracker)
+    assert "file-0.bin" not in rows  # 0.25 s active: not yet
+    assert "… and 1 active file without a row" in rows
     clock.now += 0.25
     tracker.refresh()
     rows = frame(tracker)
