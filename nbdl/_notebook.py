@@ -15,7 +15,6 @@ Jupyter rules this module is built around (see ``KNOWLEDGE.md``, "Jupyter facts"
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import heapq
 import html
@@ -25,6 +24,8 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from sortedcontainers import SortedList
 
 from ._models import DownloadInfo, DownloadStatus, PatchDownloadInfo, format_bytes
 from ._tracker import DownloadTracker
@@ -267,74 +268,6 @@ def _task_canceller(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) ->
     return cancel
 
 
-class _Ranks:
-    """A set of registration ranks whose smallest members can be read without a scan.
-
-    Failures and active files are listed in registration order, and nothing stops either
-    group from holding most of 100,000 files: a set would have to be sorted on every refresh,
-    one sorted list would shift O(n) items per change.  Sorted blocks of at most
-    ``2 * _BLOCK`` ranks cost O(log n + block) per change and O(k) to read the k smallest.
-    """
-
-    _BLOCK = 256
-
-    def __init__(self) -> None:
-        self._blocks: list[list[int]] = []
-        self._maxes: list[int] = []  # each block's last rank: where to bisect
-        self._len = 0
-
-    def __len__(self) -> int:
-        return self._len
-
-    def add(self, rank: int) -> None:
-        maxes = self._maxes
-        if not maxes:
-            self._blocks.append([rank])
-            maxes.append(rank)
-            self._len = 1
-            return
-        if rank > maxes[-1]:
-            # The usual case (files are registered in rank order): no search.
-            i = len(maxes) - 1
-            block = self._blocks[i]
-            block.append(rank)
-            maxes[i] = rank
-        else:
-            i = bisect.bisect_left(maxes, rank)
-            block = self._blocks[i]
-            j = bisect.bisect_left(block, rank)
-            if block[j] == rank:
-                return
-            block.insert(j, rank)
-        self._len += 1
-        if len(block) > 2 * self._BLOCK:
-            upper = block[self._BLOCK :]
-            del block[self._BLOCK :]
-            self._blocks.insert(i + 1, upper)
-            self._maxes[i] = block[-1]
-            self._maxes.insert(i + 1, upper[-1])
-
-    def discard(self, rank: int) -> None:
-        i = bisect.bisect_left(self._maxes, rank)
-        if i == len(self._blocks):
-            return
-        block = self._blocks[i]
-        j = bisect.bisect_left(block, rank)
-        if block[j] != rank:
-            return
-        del block[j]
-        self._len -= 1
-        if not block:
-            # No empty blocks: reading the k smallest then touches at most k blocks.
-            del self._blocks[i], self._maxes[i]
-        elif j == len(block):
-            self._maxes[i] = block[-1]
-
-    def smallest(self, k: int) -> Iterator[int]:
-        """The ``k`` smallest ranks, ascending (fewer if there are fewer)."""
-        return itertools.islice(itertools.chain.from_iterable(self._blocks), max(k, 0))
-
-
 class _Totals:
     """Batch-wide counts kept up to date from the changed rows only (O(changes) per refresh)."""
 
@@ -348,9 +281,10 @@ class _Totals:
         #: rows in this order, and sorting a few ranks is cheaper than ranking every file.
         self.rank: dict[str, int] = {}
         self.urls: list[str] = []
-        #: The ranks of failed and of active files, for the tables' first rows.
-        self.failed_ranks = _Ranks()
-        self.active_ranks = _Ranks()
+        #: The ranks of failed and of active files, for the tables' first rows: either group can
+        #: hold most of 100,000 files, and the first k of a sorted list cost O(k) to read.
+        self.failed_ranks: SortedList[int] = SortedList()
+        self.active_ranks: SortedList[int] = SortedList()
 
     def update(self, info: DownloadInfo) -> DownloadInfo | None:
         old = self.last.get(info.url)
@@ -759,8 +693,8 @@ class NotebookTracker(CellTracker):
         by ``_Totals.update``, so this costs O(rows shown) however many files the batch has.
         """
         totals, limit = self._totals, self.max_table_rows
-        picked = list(totals.failed_ranks.smallest(limit // 2))
-        picked += totals.active_ranks.smallest(limit - len(picked))
+        picked = list(totals.failed_ranks.islice(0, limit // 2))
+        picked += totals.active_ranks.islice(0, limit - len(picked))
         chosen = set(picked)
         for url in reversed(self._recent):
             if len(picked) >= limit:
@@ -889,7 +823,7 @@ class TextNotebookTracker(CellTracker):
         lines = [f"nbdl: {totals.summary()}, {format_bytes(totals.bytes_done)}"]
         # The first active or failed files in registration order, without a scan of every file.
         first = heapq.merge(
-            totals.active_ranks.smallest(limit), totals.failed_ranks.smallest(limit)
+            totals.active_ranks.islice(0, limit), totals.failed_ranks.islice(0, limit)
         )
         for rank in itertools.islice(first, limit):
             info = totals.info(rank)

@@ -23,7 +23,6 @@ from nbdl._notebook import (
     MessageBudget,
     NotebookTracker,
     TextNotebookTracker,
-    _Ranks,
     make_notebook_tracker,
 )
 from nbdl._select import resolve_tracker
@@ -387,11 +386,8 @@ def reference_rows(tracker: NotebookTracker) -> tuple[list[str], int]:
     return [i.filename for i in rows if i.url in picked], len(rows) - len(picked)
 
 
-def test_table_rows_match_a_full_scan_through_random_changes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_table_rows_match_a_full_scan_through_random_changes() -> None:
     """Through random status changes and re-registrations, the table picks what a scan would."""
-    monkeypatch.setattr(_Ranks, "_BLOCK", 2)  # tiny blocks: splits and emptied blocks galore
     tracker = NotebookTracker(refresh_interval=60, max_bars=3, max_table_rows=11)
     urls = many(tracker, 300)
     tracker.start()
