@@ -565,10 +565,7 @@ def summarize(workloads: dict[str, dict[str, object]]) -> dict[str, object]:
     # batch runs; the one-off import of Rich or ipywidgets, ~0.1 s, is in the wall-time rows),
     # as the median over rounds of each round's ratio to the NullTracker run of the same round:
     # the pairs cancel the drift of the machine between rounds.
-    tracker_tools = {
-        str(t.name): t
-        for t in workloads.get("trackers", {}).get("tools", [])  # type: ignore[attr-defined]
-    }
+    tracker_tools = tools_by_name(workloads, "trackers")
     base = tracker_tools.get("nbdl tracker=none")
     for tracker in ("rich", "notebook"):
         cost = paired_cost(tracker_tools.get(f"nbdl tracker={tracker}"), base, "inner_seconds")
@@ -590,12 +587,8 @@ def summarize(workloads: dict[str, dict[str, object]]) -> dict[str, object]:
             tracker_cpu[tracker] = value
     # nbdl's small-files batch without the ~0.25 s of Python start-up and imports: what a
     # notebook, where nbdl is imported already, sees (aria2c starts in milliseconds).
-    small_tools = {
-        str(t.name): t
-        for t in workloads.get("small", {}).get("tools", [])  # type: ignore[attr-defined]
-    }
     inner = None
-    nbdl_small = small_tools.get("nbdl")
+    nbdl_small = tools_by_name(workloads, "small").get("nbdl")
     if nbdl_small is not None and nbdl_small.runs:
         values = [r.inner_seconds for r in nbdl_small.runs if r.ok and r.inner_seconds]
         if len(values) == len(nbdl_small.runs):
@@ -613,6 +606,12 @@ def summarize(workloads: dict[str, dict[str, object]]) -> dict[str, object]:
         "tracker_cpu": tracker_cpu,
         "small_in_process": in_process,
     }
+
+
+def tools_by_name(workloads: dict[str, dict[str, object]], key: str) -> dict[str, Tool]:
+    """The tools of workload ``key`` (none if it did not run), by name."""
+    tools: list[Tool] = workloads.get(key, {}).get("tools", [])  # type: ignore[assignment]
+    return {tool.name: tool for tool in tools}
 
 
 def paired_cost(tool: Tool | None, base: Tool | None, measure: str) -> float | None:
