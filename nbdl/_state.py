@@ -67,7 +67,7 @@ def load(dest: Path, url: str) -> Record | None:
 def save(dest: Path, record: Record) -> None:
     """Write the record atomically (a temporary file, then ``os.replace``)."""
     path = record_path(dest, record.url)
-    path.parent.mkdir(exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)  # dest too: the worker makes it lazily
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(asdict(record)), "utf-8")
     os.replace(tmp, path)

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import aiohttp
 
@@ -158,7 +157,7 @@ class _Progress:
 
 
 class DownloadWorker:
-    """Downloads one ``WorkItem`` at a time; stateless between items, so one serves a whole pool.
+    """Downloads one ``WorkItem`` at a time; it keeps nothing of an item, so one serves a pool.
 
     Every state change goes through ``report``; the final state is COMPLETED, FAILED or, when the
     task is cancelled, CANCELLED (and the cancel propagates).  Bytes go to ``<name>.part`` and
@@ -190,6 +189,19 @@ class DownloadWorker:
         self.max_redirects = max_redirects
         #: Segments per large file: None splits automatically, 1 never (see ``_segments``).
         self.segments = segments
+        self._timeouts: tuple[float | None, float | None, aiohttp.ClientTimeout] | None = None
+        #: Folders seen to exist: a folder removed later is made again when a file is opened.
+        self._folders: set[Path] = set()
+
+    def _client_timeout(self) -> aiohttp.ClientTimeout:
+        """The timeouts of one request, made once while the settings stay the same."""
+        cached = self._timeouts
+        if cached is None or cached[:2] != (self.connect_timeout, self.read_timeout):
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
+            )
+            cached = self._timeouts = (self.connect_timeout, self.read_timeout, timeout)
+        return cached[2]
 
     async def download(
         self, session: aiohttp.ClientSession, item: WorkItem, report: Report, claim: Claim
@@ -201,6 +213,9 @@ class DownloadWorker:
         report(PatchDownloadInfo(status=DownloadStatus.PENDING, started_at=started, attempts=1))
         try:
             if await self._already_complete(item, report):
+                return
+            if self.timeout is None:  # the usual case: a timeout scope per file costs ~1 %
+                await self._attempts(session, item, report, claim, progress)
                 return
             try:
                 async with asyncio.timeout(self.timeout):
@@ -267,9 +282,11 @@ class DownloadWorker:
         claim: Claim,
         progress: _Progress,
     ) -> None:
-        if not item.dest.is_dir():  # a stat, not a mkdir per file
-            with _file_errors(item.dest):
-                item.dest.mkdir(parents=True, exist_ok=True)
+        if item.dest not in self._folders:  # a stat per folder, not per file
+            if not item.dest.is_dir():
+                with _file_errors(item.dest):
+                    item.dest.mkdir(parents=True, exist_ok=True)
+            self._folders.add(item.dest)
         failures = 0
         while True:
             progress.attempts += 1
@@ -334,13 +351,10 @@ class DownloadWorker:
             assert record.validator is not None
             headers["Range"] = f"bytes={offset}-"
             headers["If-Range"] = record.validator
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
-        )
         async with session.get(
             item.url,
             headers=headers,
-            timeout=timeout,
+            timeout=self._client_timeout(),
             allow_redirects=True,
             max_redirects=self.max_redirects,
         ) as resp:
@@ -475,19 +489,19 @@ class DownloadWorker:
         )
         completed = False
         try:
-            # Plain blocking writes on purpose: they land in the page cache in microseconds, and a
-            # thread hop per chunk would cost more than the write itself.
-            mode = "r+b" if offset else "wb"
+            # Plain blocking writes to a raw descriptor on purpose: they land in the page cache in
+            # microseconds, and a thread hop per chunk (or a file object per file) costs more.
             # Only the file operations are wrapped: a network OSError must stay a network error.
-            with _file_errors(part):
-                fh = open(part, mode, buffering=0)  # noqa: ASYNC230, SIM115
-            with fh:
+            fd = _open_part(part, item.dest, resume=bool(offset))
+            try:
                 if offset:
-                    with _file_errors(part):
-                        fh.truncate(offset)
+                    try:
+                        os.ftruncate(fd, offset)
                         if hasher is not None:
-                            _hash_prefix(fh, hasher, offset)
-                        fh.seek(offset)
+                            _hash_prefix(fd, hasher, offset)
+                        os.lseek(fd, offset, os.SEEK_SET)
+                    except OSError as exc:
+                        raise _fs_error(part, exc) from exc
                 read = resp.content.read
                 size = self.chunk_size
                 while chunk := await read(size):
@@ -497,8 +511,10 @@ class DownloadWorker:
                             f"the server sent more than the announced {total} bytes",
                             url=redact_url(item.url),
                         )
-                    with _file_errors(part):
-                        fh.write(chunk)
+                    try:
+                        _write_all(fd, chunk)
+                    except OSError as exc:
+                        raise _fs_error(part, exc) from exc
                     if hasher is not None:
                         hasher.update(chunk)
                     done += len(chunk)
@@ -506,14 +522,24 @@ class DownloadWorker:
                         # The last chunk of a known size goes without: COMPLETED follows at
                         # once with the count (a small file is often one chunk).
                         report(PatchDownloadInfo(bytes_downloaded=done))
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                raise
+            try:
+                os.close(fd)  # where a network file system reports a failed write
+            except OSError as exc:
+                raise _fs_error(part, exc) from exc
             if total is not None and done != total:
                 raise IncompleteBodyError(
                     f"the body ended after {done} of {total} bytes", url=redact_url(item.url)
                 )
             if hasher is not None:
                 item.check_digest(hasher.hexdigest())
-            with _file_errors(final):
+            try:
                 os.replace(part, final)
+            except OSError as exc:
+                raise _fs_error(final, exc) from exc
             completed = True
         finally:
             if not completed and not resumable:
@@ -538,22 +564,54 @@ def _partial_size(item: WorkItem) -> int:
         return 0
 
 
-def _hash_prefix(fh: IO[bytes], hasher: hashlib._Hash, length: int) -> None:
-    fh.seek(0)
-    remaining = length
-    while remaining:
-        block = fh.read(min(_HASH_BLOCK, remaining))
+def _open_part(part: Path, dest: Path, *, resume: bool) -> int:
+    """The partial file, open for writing (emptied unless ``resume``); makes ``dest`` if needed."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if resume else os.O_TRUNC)
+    try:
+        try:
+            return os.open(part, flags, 0o666)
+        except FileNotFoundError:
+            # The folder was removed while the batch ran.
+            dest.mkdir(parents=True, exist_ok=True)
+            return os.open(part, flags, 0o666)
+    except OSError as exc:
+        raise _fs_error(part, exc) from exc
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written != len(data):  # rare (a signal, a nearly full disk): write the rest
+        view = memoryview(data)
+        while written < len(data):
+            written += os.write(fd, view[written:])
+
+
+def _hash_prefix(fd: int, hasher: hashlib._Hash, length: int) -> None:
+    position = 0
+    while position < length:
+        block = os.pread(fd, min(_HASH_BLOCK, length - position), position)
         if not block:
             break
         hasher.update(block)
-        remaining -= len(block)
+        position += len(block)
 
 
 def _hash_file(path: Path, checksum: Checksum, size: int) -> str:
     hasher = checksum.new_hasher()
-    with open(path, "rb") as fh:
-        _hash_prefix(fh, hasher, size)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _hash_prefix(fd, hasher, size)
+    finally:
+        os.close(fd)
     return hasher.hexdigest()
+
+
+def _fs_error(path: Path, exc: OSError) -> FileSystemError:
+    """A ``FileSystemError`` naming ``path`` for an OSError of the local file system."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOTDIR or (exc.errno == errno.EEXIST and not path.is_dir()):
+        reason = "a file is in the way of the folder"
+    return FileSystemError(f"cannot write {path}: {reason}")
 
 
 @contextlib.contextmanager
@@ -564,7 +622,4 @@ def _file_errors(path: Path) -> Iterator[None]:
     except DownloadError:
         raise
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if exc.errno == errno.ENOTDIR or (exc.errno == errno.EEXIST and not path.is_dir()):
-            reason = "a file is in the way of the folder"
-        raise FileSystemError(f"cannot write {path}: {reason}") from exc
+        raise _fs_error(path, exc) from exc

@@ -83,6 +83,21 @@ async def test_dest_that_is_a_file_fails_with_kind_file(
     assert blocker.read_text() == "I am a file"
 
 
+async def test_folder_removed_during_a_batch_is_made_again(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    """A worker that saw its folder once makes it again if the folder is removed later."""
+    worker = nbdl.DownloadWorker()
+    dest = tmp_path / "made" / "late"
+    for name in ("one", "two"):
+        async with nbdl.DownloadManager(dest=dest, worker=worker) as manager:
+            manager.add_to_queue(server.url(f"/data/{name}"))
+            [info] = await manager.run()
+        assert info.status is nbdl.DownloadStatus.COMPLETED, info.error
+        assert (dest / name).read_bytes() == content_for(name, 1024)
+        shutil.rmtree(tmp_path / "made")
+
+
 def _run_script(code: str, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
         [sys.executable, "-c", textwrap.dedent(code), *args], **kwargs
