@@ -119,7 +119,8 @@ class DownloadManager:
         )
         return aiohttp.ClientSession(
             connector=connector,
-            headers={"User-Agent": USER_AGENT},
+            # Bytes as stored: a decoded body has no length to check or resume against.
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             # The worker applies per-request timeouts; the session must not add a total one.
             timeout=aiohttp.ClientTimeout(total=None),
             # Room for a few reads, so the socket keeps flowing while a chunk is written.

@@ -8,6 +8,8 @@ from urllib.parse import unquote
 
 from yarl import URL
 
+from ._urls import SIMPLE_URL
+
 #: Names Windows reserves; refusing them everywhere keeps a download folder portable.
 _RESERVED = frozenset(
     {"con", "prn", "aux", "nul"}
@@ -67,7 +69,11 @@ def check_explicit_filename(name: object) -> str:
 
 def name_from_url(url: str) -> str:
     """The last path segment, percent-decoded, without query or fragment; ``""`` if none."""
-    path = URL(url, encoded=True).raw_path
+    match = SIMPLE_URL.fullmatch(url)
+    return _name_from_path((match[2] or "") if match else URL(url, encoded=True).raw_path)
+
+
+def _name_from_path(path: str) -> str:
     segment = path.rstrip("/").rsplit("/", 1)[-1]
     return sanitize_filename(unquote(segment, errors="replace"))
 

@@ -345,12 +345,20 @@ class DownloadWorker:
                 offset = 0
         if resume and record is not None and record.segments and record.name == item.name:
             return await self._segmented(session, item, report, record)
-        headers = {"Accept-Encoding": "identity", **item.headers}
+        headers: dict[str, str] | None
         if offset:
             assert record is not None
             assert record.validator is not None
-            headers["Range"] = f"bytes={offset}-"
-            headers["If-Range"] = record.validator
+            headers = {
+                "Accept-Encoding": "identity",
+                **item.headers,
+                "Range": f"bytes={offset}-",
+                "If-Range": record.validator,
+            }
+        elif item.headers or session.headers.get("Accept-Encoding") != "identity":
+            headers = {"Accept-Encoding": "identity", **item.headers}
+        else:
+            headers = None  # the manager's session sends exactly these already
         async with session.get(
             item.url,
             headers=headers,

@@ -2,8 +2,9 @@ import random
 import string
 
 import pytest
+from yarl import URL
 
-from nbdl import _naming
+from nbdl import _naming, _urls
 from nbdl._naming import name_from_url, sanitize_filename
 from nbdl._urls import check_url, redact_url
 
@@ -48,7 +49,9 @@ def test_name_from_url(url: str, name: str) -> None:
     assert name_from_url(url) == name
 
 
-@pytest.mark.parametrize("bad", ["htp://x", "not a url", "", "ftp://e.org/a", "http://", "/a/b"])
+@pytest.mark.parametrize(
+    "bad", ["htp://x", "not a url", "", "ftp://e.org/a", "http://", "/a/b", "http://[::1]:@"]
+)
 def test_check_url_rejects(bad: str) -> None:
     """Only absolute http(s) URLs with a host are accepted."""
     with pytest.raises(ValueError, match="URL"):
@@ -80,3 +83,35 @@ def test_plain_name_shortcut_agrees_with_the_full_rules() -> None:
     names += ["".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(5000)]
     for name in names:
         assert sanitize_filename(name) == _naming._sanitize(name), name
+
+
+def test_simple_url_shortcut_agrees_with_yarl() -> None:
+    """URLs taken by the one-regex shortcut are valid to yarl and named as from yarl's path."""
+    rng = random.Random(11)
+    tail = string.ascii_letters + string.digits + "/._-~%?#=&;:@!$'()*+, é[]\\\""
+    hosts = ["e.org", "127.0.0.1", "-a-", "a..b", "h.", "[::1]", "us:pw@h", "H", ""]
+    ports = ["", ":0", ":80", ":65535", ":65536", ":99999", ":", ":x"]
+    urls = ["http://e.org/a/../b", "https://e.org/dir/", "http://e.org", "http://e.org?x/y"]
+    for _ in range(10000):
+        scheme = rng.choice(["http", "https", "http", "https", "HTTP", "ftp"])
+        chars = tail if rng.random() < 0.5 else tail[:70]  # half without the odd characters
+        path = rng.choice(["/", "/", "/", ""]) + "".join(rng.choices(chars, k=rng.randint(0, 16)))
+        urls.append(f"{scheme}://{rng.choice(hosts)}{rng.choice(ports)}{path}")
+    taken = 0
+    for url in urls:
+        match = _urls.SIMPLE_URL.fullmatch(url)
+        try:
+            checked = _urls._check_url(url)
+        except ValueError:
+            checked = None
+        try:
+            fast = check_url(url)
+        except ValueError:
+            fast = None
+        assert fast == checked, url
+        if match and checked is not None:
+            taken += 1
+            slow_path = URL(url, encoded=True).raw_path
+            assert (match[2] or "/") == slow_path, url
+            assert name_from_url(url) == _naming._name_from_path(slow_path), url
+    assert taken > 1000
