@@ -90,6 +90,10 @@ class DownloadManager:
         #: a failed lookup per URL (a hash, a path, an open) is skipped.
         self._no_records = False
         self._claims: dict[Path, str] = {}
+        #: Set by ``run`` when ``dest`` is missing or empty as the batch starts: then no final
+        #: file can be there before its own download (paths are claimed once per batch), and a
+        #: failed stat per file is skipped.
+        self._dest_empty = False
 
     async def __aenter__(self) -> DownloadManager:
         if self._client is None:
@@ -190,15 +194,18 @@ class DownloadManager:
         config = self._configs.pop(url, None) or FileConfig._of_checked_url(url)
         record = self._records.pop(url, None)
         fixed = config.filename is not None
+        path = self._store.get(url).path
         return WorkItem(
             config=config,
             dest=self.dest,
-            name=self._store.get(url).filename,
+            name=path.name,
+            _path=path,
             name_fixed=fixed,
             # One shared dict unless this item has headers of its own.
             headers={**self.headers, **config.headers} if config.headers else self.headers,
             checksum=config.parsed_checksum,
             has_record=record is not None,
+            may_exist=not self._dest_empty,
             server_named=not fixed and record is not None and record.name != name_from_url(url),
         )
 
@@ -226,6 +233,7 @@ class DownloadManager:
         if self._client is None:
             raise RuntimeError("use 'async with DownloadManager(...)' before run()")
         _busy.reserve(self, self._claims)
+        self._dest_empty = _missing_or_empty(self.dest)
         self.tracker.start()
         try:
             count = min(self.max_workers, self._waiting)
@@ -253,6 +261,16 @@ class DownloadManager:
         while (item := self._next_item()) is not None:
             claim = functools.partial(self._claim, item.url)
             await self.worker.download(session, item, self._reporter(item.url), claim)
+
+
+def _missing_or_empty(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is None
+    except FileNotFoundError:
+        return True
+    except OSError:  # not a folder, or unreadable: each download reports it
+        return False
 
 
 def _env_matters() -> bool:

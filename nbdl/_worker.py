@@ -90,6 +90,8 @@ class WorkItem:
     has_record: bool = False
     #: True when the name came from the server (now or in an earlier run's record).
     server_named: bool = False
+    #: False when the final file cannot be there yet (its folder was empty when the batch began).
+    may_exist: bool = True
     _path: Path | None = field(default=None, repr=False)
 
     def save_record(self, record: _state.Record) -> None:
@@ -247,7 +249,7 @@ class DownloadWorker:
 
     async def _already_complete(self, item: WorkItem, report: Report) -> bool:
         """True (and reported) when the final file is there and, with a checksum, verified."""
-        if self.overwrite:
+        if self.overwrite or not item.may_exist:
             return False
         final = item.path
         try:  # one stat per file: on a re-run of many small files it is most of the work
@@ -483,7 +485,8 @@ class DownloadWorker:
         resumable: bool,
     ) -> int:
         final = item.path
-        part = _state.part_path(final)
+        # A string, not a Path: only system calls use it (a Path costs ~2 us per file).
+        part = f"{final}{_state.PART_SUFFIX}"
         hasher = item.checksum.new_hasher() if item.checksum else None
         done = offset
         report(
@@ -553,7 +556,7 @@ class DownloadWorker:
             if not completed and not resumable:
                 # Without a validator these bytes can never be continued safely.
                 with contextlib.suppress(OSError):
-                    part.unlink()
+                    os.unlink(part)
         return done
 
     def _finish_record(self, item: WorkItem) -> None:
@@ -572,7 +575,7 @@ def _partial_size(item: WorkItem) -> int:
         return 0
 
 
-def _open_part(part: Path, dest: Path, *, resume: bool) -> int:
+def _open_part(part: str, dest: Path, *, resume: bool) -> int:
     """The partial file, open for writing (emptied unless ``resume``); makes ``dest`` if needed."""
     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if resume else os.O_TRUNC)
     try:
@@ -614,10 +617,10 @@ def _hash_file(path: Path, checksum: Checksum, size: int) -> str:
     return hasher.hexdigest()
 
 
-def _fs_error(path: Path, exc: OSError) -> FileSystemError:
+def _fs_error(path: Path | str, exc: OSError) -> FileSystemError:
     """A ``FileSystemError`` naming ``path`` for an OSError of the local file system."""
     reason = exc.strerror or str(exc)
-    if exc.errno == errno.ENOTDIR or (exc.errno == errno.EEXIST and not path.is_dir()):
+    if exc.errno == errno.ENOTDIR or (exc.errno == errno.EEXIST and not os.path.isdir(path)):
         reason = "a file is in the way of the folder"
     return FileSystemError(f"cannot write {path}: {reason}")
 
