@@ -162,8 +162,9 @@ class DownloadWorker:
     """Downloads one ``WorkItem`` at a time; it keeps nothing of an item, so one serves a pool.
 
     Every state change goes through ``report``; the final state is COMPLETED, FAILED or, when the
-    task is cancelled, CANCELLED (and the cancel propagates).  Bytes go to ``<name>.part`` and
-    reach the final path only complete and verified.
+    task is cancelled, CANCELLED (and the cancel propagates).  Bytes go to ``<name>.part`` (or,
+    when there is nothing to resume, to an unnamed file on Linux) and reach the final path only
+    complete and verified.
     """
 
     def __init__(
@@ -194,6 +195,8 @@ class DownloadWorker:
         self._timeouts: tuple[float | None, float | None, aiohttp.ClientTimeout] | None = None
         #: Folders seen to exist: a folder removed later is made again when a file is opened.
         self._folders: set[Path] = set()
+        #: Folders whose file system has no unnamed files: partial files there get a name.
+        self._no_unnamed: set[Path] = set()
 
     def _client_timeout(self) -> aiohttp.ClientTimeout:
         """The timeouts of one request, made once while the settings stay the same."""
@@ -503,7 +506,18 @@ class DownloadWorker:
             # Plain blocking writes to a raw descriptor on purpose: they land in the page cache in
             # microseconds, and a thread hop per chunk (or a file object per file) costs more.
             # Only the file operations are wrapped: a network OSError must stay a network error.
-            fd = _open_part(part, item.dest, resume=bool(offset))
+            fd = None
+            if not resumable and item.dest not in self._no_unnamed:
+                # Nothing to resume: an unnamed file, named only once complete, leaves nothing
+                # behind even if the process is killed, and saves a rename (~6 % of a batch of
+                # small files on ext4).
+                fd = _open_unnamed(item.dest)
+                if fd is None:
+                    self._no_unnamed.add(item.dest)
+            unnamed = fd is not None
+            if fd is None:
+                fd = _open_part(part, item.dest, resume=bool(offset))
+            shown = final if unnamed else part  # the path an error message names
             try:
                 if offset:
                     try:
@@ -525,7 +539,7 @@ class DownloadWorker:
                     try:
                         _write_all(fd, chunk)
                     except OSError as exc:
-                        raise _fs_error(part, exc) from exc
+                        raise _fs_error(shown, exc) from exc
                     if hasher is not None:
                         hasher.update(chunk)
                     done += len(chunk)
@@ -533,6 +547,17 @@ class DownloadWorker:
                         # The last chunk of a known size goes without: COMPLETED follows at
                         # once with the count (a small file is often one chunk).
                         report(PatchDownloadInfo(bytes_downloaded=done))
+                if total is not None and done != total:
+                    raise IncompleteBodyError(
+                        f"the body ended after {done} of {total} bytes", url=redact_url(item.url)
+                    )
+                if hasher is not None:
+                    item.check_digest(hasher.hexdigest())
+                if unnamed:
+                    try:
+                        _link(fd, final, part)
+                    except OSError as exc:
+                        raise _fs_error(final, exc) from exc
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -540,17 +565,12 @@ class DownloadWorker:
             try:
                 os.close(fd)  # where a network file system reports a failed write
             except OSError as exc:
-                raise _fs_error(part, exc) from exc
-            if total is not None and done != total:
-                raise IncompleteBodyError(
-                    f"the body ended after {done} of {total} bytes", url=redact_url(item.url)
-                )
-            if hasher is not None:
-                item.check_digest(hasher.hexdigest())
-            try:
-                os.replace(part, final)
-            except OSError as exc:
-                raise _fs_error(final, exc) from exc
+                raise _fs_error(shown, exc) from exc
+            if not unnamed:
+                try:
+                    os.replace(part, final)
+                except OSError as exc:
+                    raise _fs_error(final, exc) from exc
             completed = True
         finally:
             if not completed and not resumable:
@@ -575,18 +595,56 @@ def _partial_size(item: WorkItem) -> int:
         return 0
 
 
+#: Linux names an unnamed (O_TMPFILE) file through /proc; elsewhere every file gets a ``.part``.
+_UNNAMED = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+#: What open(O_TMPFILE) fails with where the file system or kernel has no unnamed files.
+_NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+
+
+def _open_unnamed(dest: Path) -> int | None:
+    """An unnamed file in ``dest``, open for writing; None where there are none (see _link)."""
+    if not _UNNAMED:
+        return None
+    try:
+        return _open_in(dest, dest, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in _NO_UNNAMED:
+            return None
+        raise _fs_error(dest, exc) from exc
+
+
+def _link(fd: int, final: Path, part: str) -> None:
+    """Give the unnamed file ``fd`` the name ``final``, replacing a file there."""
+    source = f"/proc/self/fd/{fd}"
+    try:
+        # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N is how a process without privileges
+        # names an O_TMPFILE file; os.link calls linkat only when given a folder descriptor,
+        # which an absolute source path makes it ignore.
+        os.link(source, final, src_dir_fd=fd)
+    except FileExistsError:
+        # overwrite=True, or a file appeared meanwhile: name it apart, then rename over it.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(part)
+        os.link(source, part, src_dir_fd=fd)
+        os.replace(part, final)
+
+
 def _open_part(part: str, dest: Path, *, resume: bool) -> int:
     """The partial file, open for writing (emptied unless ``resume``); makes ``dest`` if needed."""
     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if resume else os.O_TRUNC)
     try:
-        try:
-            return os.open(part, flags, 0o666)
-        except FileNotFoundError:
-            # The folder was removed while the batch ran.
-            dest.mkdir(parents=True, exist_ok=True)
-            return os.open(part, flags, 0o666)
+        return _open_in(dest, part, flags)
     except OSError as exc:
         raise _fs_error(part, exc) from exc
+
+
+def _open_in(dest: Path, path: Path | str, flags: int) -> int:
+    """``os.open`` of a file in ``dest``, making ``dest`` again if it was removed meanwhile."""
+    try:
+        return os.open(path, flags, 0o666)
+    except FileNotFoundError:
+        dest.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o666)
 
 
 def _write_all(fd: int, data: bytes) -> None:

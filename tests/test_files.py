@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import os
 import shlex
 import shutil
@@ -149,6 +150,36 @@ async def test_hard_kill_leaves_no_final_file_and_resumes(server: LocalServer, d
     assert results[0].resumed_from == kept
     assert server.requests_for("/data/k.bin")[-1].headers["Range"] == f"bytes={kept}-"
     assert (dest / "k.bin").read_bytes() == content_for("k.bin", size)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="unnamed files need Linux /proc")
+async def test_hard_kill_of_a_download_with_nothing_to_resume_leaves_nothing(
+    server: LocalServer, dest: Path
+) -> None:
+    """Without a validator the bytes go to an unnamed file: after SIGKILL the folder is empty."""
+    url = server.url("/data/u.bin", size=6_000_000, rate=3_000_000, etag="none")
+    code = """
+        import asyncio, sys
+        import nbdl
+        asyncio.run(nbdl.fetch([sys.argv[1]], sys.argv[2], tracker="none"))
+    """
+    proc = _run_script(code, url, str(dest))
+    fds = Path(f"/proc/{proc.pid}/fd")
+    writing = False
+    deadline = time.monotonic() + 20
+    while not writing and time.monotonic() < deadline:
+        # An unnamed file shows in /proc as "<folder>/#<inode> (deleted)".
+        with contextlib.suppress(OSError):
+            writing = any(
+                os.readlink(fd).startswith(f"{dest}/#") and os.path.getsize(fd) > 500_000
+                for fd in fds.iterdir()
+            )
+        await asyncio.sleep(0.02)
+    assert writing
+    assert list(dest.iterdir()) == []
+    proc.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(proc.wait)
+    assert list(dest.iterdir()) == []
 
 
 async def test_cancel_then_resume(server: LocalServer, dest: Path) -> None:
