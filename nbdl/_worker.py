@@ -507,7 +507,7 @@ class DownloadWorker:
             # microseconds, and a thread hop per chunk (or a file object per file) costs more.
             # Only the file operations are wrapped: a network OSError must stay a network error.
             fd = None
-            if not resumable and item.dest not in self._no_unnamed:
+            if not resumable and not offset and item.dest not in self._no_unnamed:
                 # Nothing to resume: an unnamed file, named only once complete, leaves nothing
                 # behind even if the process is killed, and saves a rename (~6 % of a batch of
                 # small files on ext4).
