@@ -37,10 +37,14 @@ SMALL_COUNT = 2000
 TRACKER_ROUNDS = 21
 MANIFEST_COUNT = 10_000
 RATE_LIMIT = "4m"
-#: ext4 steps over inodes deleted in the last 60 s (300 s while their table block is dirty) when
-#: it allocates new ones: right after a suite deleted its ~100,000 files, every tool's file
-#: creations were 1.5-3x slower for minutes, nbdl's more than aria2c's.  A suite waits that out.
-QUIET_AFTER_CLEANUP = 300
+#: ext4 without a journal (this VM's root) steps over inodes deleted in the last 60 s (360 s while
+#: their table block is dirty), one buffer lookup each, when it allocates new ones: right after a
+#: suite deleted its ~100,000 files, every tool's file creations were 1.5-3x slower for minutes.
+#: A suite waits that out.
+QUIET_AFTER_CLEANUP = 360
+#: The served files persist between suites: writing and deleting 1.1 GiB per suite only added to
+#: what the disk was busy with when the first workload started.
+CACHE = Path(os.environ.get("BENCH_CACHE") or Path.home() / ".cache" / "nbdl-bench")
 TIME = "/usr/bin/time"
 
 NGINX_CONF = """\
@@ -243,8 +247,13 @@ def parfive_cmd(*args: str) -> list[str]:
     return [PY, str(HERE / "run_parfive.py"), *args]
 
 
-def run_workload(tools: list[Tool], rounds: int, scratch: Path, keep: Path | None = None) -> None:
+def run_workload(
+    tools: list[Tool], rounds: int, scratch: Path, keep: Path | None = None, warmup: bool = False
+) -> None:
     """Interleave the tools, rotating who goes first: A B C, B C A, C A B, ...
+
+    With ``warmup``, each tool first runs once untimed: the first runs of a suite came after the
+    disk's busiest minutes and with the page cache full of the previous workload's big files.
 
     The machine drifts within a workload, so a fixed order would hand one tool the same place
     in every round.  With ``keep``, the files of each run are kept there (deleted only when the
@@ -253,7 +262,7 @@ def run_workload(tools: list[Tool], rounds: int, scratch: Path, keep: Path | Non
     the next run's file creations 2-3x slower, for every tool, the more so the more runs came
     before it.  Users download into folders where thousands of files were not just deleted.
     """
-    for round_no in range(rounds):
+    for round_no in range(-1 if warmup else 0, rounds):
         shift = round_no % len(tools)
         for tool in tools[shift:] + tools[:shift]:
             if tool.skipped:
@@ -261,11 +270,13 @@ def run_workload(tools: list[Tool], rounds: int, scratch: Path, keep: Path | Non
             dest = scratch / f"out-{tool.name}".replace(" ", "_")
             shutil.rmtree(dest, ignore_errors=True)
             run = timed(tool.command(dest), dest, tool.check, keep)
-            tool.runs.append(run)
+            label = "warm-up" if round_no < 0 else f"round {round_no + 1}"
+            if round_no >= 0:
+                tool.runs.append(run)
             flag = "" if run.ok else f"  FAILED {run.note}"
             rss = f"{run.rss_mb:.0f} MB" if run.rss_mb is not None else "?"
             print(
-                f"    round {round_no + 1}: {tool.name:<22} {run.seconds:7.2f} s  {rss:>7}{flag}",
+                f"    {label}: {tool.name:<22} {run.seconds:7.2f} s  {rss:>7}{flag}",
                 flush=True,
             )
 
@@ -308,8 +319,9 @@ def main() -> int:
     keep = set(args.tools.split(",")) if args.tools else None
 
     work = Path(tempfile.mkdtemp(prefix="nbdl-bench-", dir=os.environ.get("BENCH_DIR")))
-    www = work / "www"
-    www.mkdir(parents=True)
+    www = CACHE / "www"
+    www.mkdir(parents=True, exist_ok=True)
+    (work / "www").symlink_to(www, target_is_directory=True)  # rmtree(work) keeps the target
     print(f"nbdl benchmarks in {work} ({os.cpu_count()} CPUs, {args.rounds} rounds)", flush=True)
     make_files(www)
     os.sync()  # the generated files must not be written back while clients are timed
@@ -461,7 +473,11 @@ def main() -> int:
                 # would fill the disk and costs one inode, so those are deleted.
                 many = key in ("small", "manifest", "trackers")
                 run_workload(
-                    tools, rounds.get(key, args.rounds), work, work / "kept" if many else None
+                    tools,
+                    rounds.get(key, args.rounds),
+                    work,
+                    work / "kept" if many else None,
+                    warmup=key in ("small", "trackers"),
                 )
                 workloads[key] = {"title": title, "amount": amount, "unit": unit, "tools": tools}
     finally:
