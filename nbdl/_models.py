@@ -214,7 +214,8 @@ class DownloadInfo:
     def apply(self, patch: PatchDownloadInfo) -> DownloadInfo:
         """A copy with the patch's non-None fields applied."""
         # Called for every report: both records are read as tuples in C and the copy is built
-        # positionally (~3x faster than dict comprehensions, ~7x than dataclasses.replace).
+        # positionally (3.0 us vs 3.9 us with dict comprehensions, ~7x faster than
+        # dataclasses.replace).  mypy cannot see that the list holds the fields in order.
         values: list[object] | None = None
         for index, value in zip(_PATCH_TARGETS, _patch_values(patch), strict=True):
             if value is not None:
