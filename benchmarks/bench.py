@@ -215,6 +215,11 @@ def make_files(www: Path) -> None:
     for name, size in (("big.bin", BIG_SIZE), ("throttled.bin", THROTTLED_SIZE)):
         path = www / name
         if path.is_file() and path.stat().st_size == size:
+            # Kept from an earlier suite: read it once, so that the first client of round 1
+            # does not also pay for nginx reading it from the disk.
+            with open(path, "rb") as fh:
+                while fh.read(MIB):
+                    pass
             continue
         with open(path, "wb") as fh:
             for _ in range(size // MIB):
