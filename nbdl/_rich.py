@@ -246,9 +246,9 @@ class RichTracker(DownloadTracker):
     def start(self) -> None:
         """Show the live display and start the refresh timer."""
         self._started_at = self._clock()
-        self._update_rows()
-        # Starting the live display draws the first frame.
-        self._progress.start()
+        # The first frame waits for the first tick: a batch of quick files then draws no frame
+        # at the start, and each file registered before it is added up once, not twice.
+        self._progress.live.start(refresh=False)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

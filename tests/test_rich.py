@@ -239,7 +239,7 @@ async def test_refresh_is_throttled_not_per_chunk() -> None:
     tracker.patch_download(url, PatchDownloadInfo(status=DownloadStatus.IN_PROGRESS))
     for n in range(20_000):
         tracker.patch_download(url, PatchDownloadInfo(bytes_downloaded=n))
-    assert tracker.calls == 0  # start() draws its first frame without a refresh
+    assert tracker.calls == 0  # start() draws nothing: the first frame waits for a tick
     await asyncio.sleep(0.6)
     assert 1 <= tracker.calls <= 3  # ticks at 0.25 s and 0.5 s, one may be late
     tracker.close()
