@@ -67,7 +67,6 @@ PIECES_PER_CONNECTION = 4
 MIN_SEGMENT_BYTES = 1024 * 1024
 #: Seconds between saves of the segments' progress while they run.
 SAVE_EVERY = 1.0
-_HASH_BLOCK = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+)\s*$", re.IGNORECASE)
 
 
@@ -407,13 +406,7 @@ async def _finish(item: WorkItem, part: Path, fd: int, total: int, segments: lis
 
 
 def _hash_fd(fd: int, hasher: hashlib._Hash, total: int) -> str:
-    position = 0
-    while position < total:
-        block = os.pread(fd, min(_HASH_BLOCK, total - position), position)
-        if not block:
-            break
-        hasher.update(block)
-        position += len(block)
+    _state.hash_prefix(fd, hasher, total)
     return hasher.hexdigest()
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 STATE_DIR = ".nbdl"
 PART_SUFFIX = ".part"
+_HASH_BLOCK = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,17 @@ class Record:
 def part_path(final: Path) -> Path:
     """Where the bytes of ``final`` accumulate until they are complete and verified."""
     return final.parent / (final.name + PART_SUFFIX)
+
+
+def hash_prefix(fd: int, hasher: hashlib._Hash, length: int) -> None:
+    """Feed the first ``length`` bytes of the open file ``fd`` to ``hasher`` (fewer if shorter)."""
+    position = 0
+    while position < length:
+        block = os.pread(fd, min(_HASH_BLOCK, length - position), position)
+        if not block:
+            break
+        hasher.update(block)
+        position += len(block)
 
 
 def record_path(dest: Path, url: str) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import os
 import random
 import re
@@ -36,7 +35,6 @@ from ._urls import redact_url
 #: 1 MiB reads with a 4 MiB aiohttp buffer: 1 GiB on loopback at ~1060 MB/s vs ~690 MB/s with
 #: 512 KiB reads and a 1 MiB buffer (medians of 6, benchmarks/README.md).
 DEFAULT_CHUNK_SIZE = 1024 * 1024
-_HASH_BLOCK = 1024 * 1024
 #: Bodies smaller than this get no resume record: restarting them costs less than the record.
 RESUME_MIN_BYTES = 256 * 1024
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -513,7 +511,7 @@ class DownloadWorker:
                     try:
                         os.ftruncate(fd, offset)
                         if hasher is not None:
-                            _hash_prefix(fd, hasher, offset)
+                            _state.hash_prefix(fd, hasher, offset)
                         os.lseek(fd, offset, os.SEEK_SET)
                     except OSError as exc:
                         raise _fs_error(part, exc) from exc
@@ -659,21 +657,11 @@ def _write_all(fd: int, data: bytes) -> None:
             written += os.write(fd, view[written:])
 
 
-def _hash_prefix(fd: int, hasher: hashlib._Hash, length: int) -> None:
-    position = 0
-    while position < length:
-        block = os.pread(fd, min(_HASH_BLOCK, length - position), position)
-        if not block:
-            break
-        hasher.update(block)
-        position += len(block)
-
-
 def _hash_file(path: Path, checksum: Checksum, size: int) -> str:
     hasher = checksum.new_hasher()
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _hash_prefix(fd, hasher, size)
+        _state.hash_prefix(fd, hasher, size)
     finally:
         os.close(fd)
     return hasher.hexdigest()
