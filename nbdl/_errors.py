@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
+import os
 import time
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -158,6 +160,14 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def file_error(path: str | os.PathLike[str], exc: OSError) -> FileSystemError:
+    """A ``FileSystemError`` naming ``path`` for an OSError of the local file system."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOTDIR or (exc.errno == errno.EEXIST and not os.path.isdir(path)):
+        reason = "a file is in the way of the folder"
+    return FileSystemError(f"cannot write {path}: {reason}")
 
 
 def http_error(status: int, reason: str | None, headers: object, url: str) -> HTTPStatusError:

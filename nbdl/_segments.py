@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from . import _state
-from ._errors import FileSystemError, IncompleteBodyError
+from ._errors import FileSystemError, IncompleteBodyError, file_error
 from ._models import DownloadStatus, PatchDownloadInfo
 from ._urls import redact_url
 
@@ -417,4 +417,4 @@ def _file_errors(path: Path) -> Iterator[None]:
     except OSError as exc:
         if isinstance(exc, aiohttp.ClientError):
             raise
-        raise FileSystemError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise file_error(path, exc) from exc

@@ -24,6 +24,7 @@ from ._errors import (
     FileSystemError,
     HTTPStatusError,
     IncompleteBodyError,
+    file_error,
     http_error,
     translate,
 )
@@ -514,7 +515,7 @@ class DownloadWorker:
                             _state.hash_prefix(fd, hasher, offset)
                         os.lseek(fd, offset, os.SEEK_SET)
                     except OSError as exc:
-                        raise _fs_error(part, exc) from exc
+                        raise file_error(part, exc) from exc
                 read = resp.content.read
                 size = self.chunk_size
                 while chunk := await read(size):
@@ -527,7 +528,7 @@ class DownloadWorker:
                     try:
                         _write_all(fd, chunk)
                     except OSError as exc:
-                        raise _fs_error(shown, exc) from exc
+                        raise file_error(shown, exc) from exc
                     if hasher is not None:
                         hasher.update(chunk)
                     done += len(chunk)
@@ -545,7 +546,7 @@ class DownloadWorker:
                     try:
                         _link(fd, final, part)
                     except OSError as exc:
-                        raise _fs_error(final, exc) from exc
+                        raise file_error(final, exc) from exc
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -553,12 +554,12 @@ class DownloadWorker:
             try:
                 os.close(fd)  # where a network file system reports a failed write
             except OSError as exc:
-                raise _fs_error(shown, exc) from exc
+                raise file_error(shown, exc) from exc
             if not unnamed:
                 try:
                     os.replace(part, final)
                 except OSError as exc:
-                    raise _fs_error(final, exc) from exc
+                    raise file_error(final, exc) from exc
             completed = True
         finally:
             if not completed and not resumable:
@@ -612,7 +613,7 @@ def _open_unnamed(dest: Path) -> int | None:
     except OSError as exc:
         if exc.errno in _NO_UNNAMED:
             return None
-        raise _fs_error(dest, exc) from exc
+        raise file_error(dest, exc) from exc
 
 
 def _link(fd: int, final: Path, part: str) -> None:
@@ -637,7 +638,7 @@ def _open_part(part: str, dest: Path, *, resume: bool) -> int:
     try:
         return _open_in(dest, part, flags)
     except OSError as exc:
-        raise _fs_error(part, exc) from exc
+        raise file_error(part, exc) from exc
 
 
 def _open_in(dest: Path, path: Path | str, flags: int) -> int:
@@ -667,14 +668,6 @@ def _hash_file(path: Path, checksum: Checksum, size: int) -> str:
     return hasher.hexdigest()
 
 
-def _fs_error(path: Path | str, exc: OSError) -> FileSystemError:
-    """A ``FileSystemError`` naming ``path`` for an OSError of the local file system."""
-    reason = exc.strerror or str(exc)
-    if exc.errno == errno.ENOTDIR or (exc.errno == errno.EEXIST and not os.path.isdir(path)):
-        reason = "a file is in the way of the folder"
-    return FileSystemError(f"cannot write {path}: {reason}")
-
-
 @contextlib.contextmanager
 def _file_errors(path: Path) -> Iterator[None]:
     """Turn an OSError of the local file system into a ``FileSystemError`` naming the path."""
@@ -683,4 +676,4 @@ def _file_errors(path: Path) -> Iterator[None]:
     except DownloadError:
         raise
     except OSError as exc:
-        raise _fs_error(path, exc) from exc
+        raise file_error(path, exc) from exc
