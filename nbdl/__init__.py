@@ -9,10 +9,12 @@ from ._errors import (
     DownloadError,
     DownloadTimeoutError,
     ErrorKind,
+    ExtractionError,
     FileSystemError,
     HTTPStatusError,
     IncompleteBodyError,
     InvalidConfigError,
+    ProcessingError,
     TooManyRedirectsError,
 )
 from ._fetch import fetch
@@ -37,6 +39,7 @@ __all__ = [
     "DownloadTracker",
     "DownloadWorker",
     "ErrorKind",
+    "ExtractionError",
     "FileConfig",
     "FileSystemError",
     "HTTPStatusError",
@@ -46,6 +49,7 @@ __all__ = [
     "NotebookTracker",
     "NullTracker",
     "PatchDownloadInfo",
+    "ProcessingError",
     "Results",
     "RetryPolicy",
     "RichTracker",

@@ -14,7 +14,9 @@
           ├── HTTPStatusError             "http": an answer we cannot use (.status, .retry_after)
           │    └── TooManyRedirectsError  a redirect loop, or more redirects than allowed
           ├── FileSystemError             "file": permission, no space, dest is not a folder
-          └── ChecksumMismatchError       "checksum": the bytes are not the ones asked for
+          ├── ChecksumMismatchError       "checksum": the bytes are not the ones asked for
+          └── ProcessingError             "process": a processor failed on the verified file
+               └── ExtractionError        "extract": an archive refused (unsafe, a bomb) or broken
 
 ``DownloadError`` itself stands for failures nobody foresaw.  A failed file is never raised out
 of ``fetch``: it is reported in ``Results``; ``Results.raise_for_errors()`` rebuilds these
@@ -45,6 +47,8 @@ class ErrorKind(StrEnum):
     HTTP = "http"
     FILE = "file"
     CHECKSUM = "checksum"
+    PROCESS = "process"
+    EXTRACT = "extract"
     GENERIC = "generic"
 
 
@@ -127,11 +131,28 @@ class ChecksumMismatchError(DownloadError):
     kind = ErrorKind.CHECKSUM
 
 
+class ProcessingError(DownloadError):
+    """A processor run after verification (see ``nbdl.Processor``) failed on the file."""
+
+    kind = ErrorKind.PROCESS
+
+
+class ExtractionError(ProcessingError):
+    """An archive could not be extracted: unsafe members, limits exceeded, or a broken file.
+
+    Nothing half-extracted is left at the final folder when this is raised.
+    """
+
+    kind = ErrorKind.EXTRACT
+
+
 _KIND_TO_CLASS: dict[ErrorKind, type[DownloadError]] = {
     ErrorKind.CONNECTION: ConnectionFailedError,
     ErrorKind.TIMEOUT: DownloadTimeoutError,
     ErrorKind.FILE: FileSystemError,
     ErrorKind.CHECKSUM: ChecksumMismatchError,
+    ErrorKind.PROCESS: ProcessingError,
+    ErrorKind.EXTRACT: ExtractionError,
     ErrorKind.GENERIC: DownloadError,
 }
 

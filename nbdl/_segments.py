@@ -34,7 +34,6 @@ import collections
 import contextlib
 import hashlib
 import os
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -45,6 +44,7 @@ import aiohttp
 
 from . import _state
 from ._errors import FileSystemError, IncompleteBodyError, file_error
+from ._headers import parse_content_range
 from ._models import DownloadStatus, PatchDownloadInfo
 from ._urls import redact_url
 
@@ -67,7 +67,6 @@ PIECES_PER_CONNECTION = 4
 MIN_SEGMENT_BYTES = 1024 * 1024
 #: Seconds between saves of the segments' progress while they run.
 SAVE_EVERY = 1.0
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+)\s*$", re.IGNORECASE)
 
 
 class Fallback(Exception):
@@ -295,9 +294,8 @@ class _Run:
         """Raise :class:`Fallback` unless ``resp`` is exactly the range asked for, same version."""
         if resp.status != 206:
             raise Fallback(f"a range request was answered with HTTP {resp.status}")
-        match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
         wanted = (seg.position, seg.end - 1, self.record.total)
-        if match is None or tuple(int(g) for g in match.groups()) != wanted:
+        if parse_content_range(resp.headers.get("Content-Range")) != wanted:
             raise Fallback(
                 f"a range request got Content-Range {resp.headers.get('Content-Range')!r}"
             )

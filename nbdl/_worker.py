@@ -7,7 +7,6 @@ import contextlib
 import errno
 import os
 import random
-import re
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +27,7 @@ from ._errors import (
     http_error,
     translate,
 )
+from ._headers import parse_content_range
 from ._models import Checksum, DownloadStatus, FileConfig, PatchDownloadInfo, check_int
 from ._naming import sanitize_filename
 from ._urls import redact_url
@@ -38,7 +38,6 @@ from ._urls import redact_url
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 #: Bodies smaller than this get no resume record: restarting them costs less than the record.
 RESUME_MIN_BYTES = 256 * 1024
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 Report = Callable[[PatchDownloadInfo], None]
 Claim = Callable[[Path], bool]
@@ -434,10 +433,10 @@ class DownloadWorker:
         if resp.status == 200:
             return length
         if resp.status == 206 and offset:
-            match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
-            if match is None or match.group(3) == "*":
+            parsed = parse_content_range(resp.headers.get("Content-Range"))
+            if parsed is None or parsed[2] is None:
                 raise _RestartFromZero
-            start, end, total = (int(g) for g in match.groups())
+            start, end, total = parsed[0], parsed[1], parsed[2]
             expected_total = record.total if record else None
             if (
                 start != offset
