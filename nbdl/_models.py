@@ -8,7 +8,7 @@ import html
 import operator
 import string
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -88,9 +88,36 @@ class FileConfig:
     headers: Mapping[str, str] | None = None
     #: Up to this many ranged connections for this file; None: automatic, 1: one stream.
     segments: int | None = None
+    #: Other URLs of the same file, tried in order when the one before fails in a way another
+    #: server may not (connection, timeout, 5xx, 404).
+    mirrors: Sequence[str] = ()
+    #: Extract the verified archive (True: into ``dest/<name without archive suffixes>``;
+    #: None: as the batch says).
+    extract: bool | None = None
+    #: The folder (a plain name inside ``dest``) to extract into, instead of the default one.
+    extract_to: str | None = None
 
     def __post_init__(self) -> None:
         check_url(self.url)
+        if isinstance(self.mirrors, str) or not isinstance(self.mirrors, Sequence | Iterable):
+            raise ValueError(f"mirrors must be a list of URLs, got {self.mirrors!r}")
+        mirrors = tuple(self.mirrors)
+        for mirror in mirrors:
+            if not isinstance(mirror, str):
+                raise ValueError(f"mirrors must be URL strings, got {mirror!r}")
+            check_url(mirror)
+        if len(set(mirrors)) != len(mirrors) or self.url in mirrors:
+            raise ValueError("mirrors must differ from each other and from url")
+        object.__setattr__(self, "mirrors", mirrors)
+        if self.extract is not None and not isinstance(self.extract, bool):
+            raise ValueError(f"extract must be True, False or None, got {self.extract!r}")
+        if self.extract_to is not None:
+            try:
+                check_explicit_filename(self.extract_to)
+            except ValueError as exc:
+                raise ValueError(f"extract_to: {exc}") from None
+            if self.extract is False:
+                raise ValueError("extract_to is given but extract=False")
         if self.filename is not None:
             check_explicit_filename(self.filename)
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
@@ -133,6 +160,9 @@ class FileConfig:
                 ("priority", self.priority if self.priority != 1 else None),
                 ("size_bytes", self.size_bytes),
                 ("checksum", self.checksum),
+                ("mirrors", [redact_url(m) for m in self.mirrors] or None),
+                ("extract", self.extract),
+                ("extract_to", self.extract_to),
             )
             if value is not None
         )
