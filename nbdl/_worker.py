@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from . import _segments, _state
+from . import _files, _locks, _segments, _state
 from ._errors import (
     ChecksumMismatchError,
     DownloadError,
@@ -38,6 +38,8 @@ from ._urls import redact_url
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 #: Bodies smaller than this get no resume record: restarting them costs less than the record.
 RESUME_MIN_BYTES = 256 * 1024
+#: Seconds between looks at a file another process is downloading (its lock, its progress).
+LOCK_POLL = 0.25
 
 Report = Callable[[PatchDownloadInfo], None]
 Claim = Callable[[Path], bool]
@@ -88,8 +90,10 @@ class WorkItem:
     has_record: bool = False
     #: True when the name came from the server (now or in an earlier run's record).
     server_named: bool = False
-    #: False when the final file cannot be there yet (its folder was empty when the batch began).
-    may_exist: bool = True
+    #: The cross-process locks of ``dest`` (None where the file system has none), and the
+    #: names this item holds (its name, and the server's name for it if that differs).
+    locks: _locks.FolderLocks | None = None
+    locked: list[str] = field(default_factory=list)
     _path: Path | None = field(default=None, repr=False)
 
     def save_record(self, record: _state.Record) -> None:
@@ -195,6 +199,14 @@ class DownloadWorker:
         self._folders: set[Path] = set()
         #: Folders whose file system has no unnamed files: partial files there get a name.
         self._no_unnamed: set[Path] = set()
+        #: The cross-process locks of each folder (None: its file system has none).
+        self._locks: dict[Path, _locks.FolderLocks | None] = {}
+
+    def start_batch(self) -> None:
+        """Forget what was learnt of the folders: they may have been removed or replaced."""
+        self._folders.clear()
+        self._no_unnamed.clear()
+        self._locks.clear()
 
     def _client_timeout(self) -> aiohttp.ClientTimeout:
         """The timeouts of one request, made once while the settings stay the same."""
@@ -215,6 +227,7 @@ class DownloadWorker:
         # Few reports per file: for small files they are a real share of the work.
         report(PatchDownloadInfo(status=DownloadStatus.PENDING, started_at=started, attempts=1))
         try:
+            await self._lock(item, report, claim)
             if await self._already_complete(item, report):
                 return
             if self.timeout is None:  # the usual case: a timeout scope per file costs ~1 %
@@ -247,17 +260,78 @@ class DownloadWorker:
                     attempts=progress.attempts,
                 )
             )
+        finally:
+            if item.locks is not None:
+                for name in item.locked:
+                    item.locks.unlock(name)
+                item.locked.clear()
+
+    async def _lock(self, item: WorkItem, report: Report, claim: Claim) -> None:
+        """Hold the file against other processes sharing the folder, waiting while one has it."""
+        locks = self._folder_locks(item.dest)
+        item.locks = locks
+        if locks is None:
+            return
+        name = item.name
+        if locks.try_lock(name):
+            item.locked.append(name)
+            return
+        part = f"{item.path}{_state.PART_SUFFIX}"
+        record = _state.load(item.dest, item.url)
+        total = record.total if record is not None else None
+        while True:
+            # The other process's partial file shows its progress (an unnamed one cannot).
+            report(
+                PatchDownloadInfo(
+                    status=DownloadStatus.PENDING,
+                    note="waiting for another process",
+                    bytes_downloaded=_regular_size(part),
+                    total_bytes=total,
+                )
+            )
+            await asyncio.sleep(LOCK_POLL)
+            if locks.try_lock(name):
+                break
+        item.locked.append(name)
+        report(PatchDownloadInfo(note="", bytes_downloaded=0))
+        # The other process may have saved it under the server's name: its record says so.
+        record = _state.load(item.dest, item.url)
+        if record is None:
+            return
+        item.has_record = True
+        if (
+            record.complete
+            and not item.name_fixed
+            and record.name != name
+            and claim(item.dest / record.name)
+        ):
+            item.rename(record.name)
+            item.server_named = True
+            report(PatchDownloadInfo(path=item.path))
+
+    def _folder_locks(self, dest: Path) -> _locks.FolderLocks | None:
+        try:
+            return self._locks[dest]
+        except KeyError:
+            pass
+        try:
+            locks = _locks.for_folder(dest)
+        except OSError as exc:
+            raise file_error(dest / _state.STATE_DIR, exc) from exc
+        self._locks[dest] = locks
+        return locks
 
     async def _already_complete(self, item: WorkItem, report: Report) -> bool:
         """True (and reported) when the final file is there and, with a checksum, verified."""
-        if self.overwrite or not item.may_exist:
+        if self.overwrite:
             return False
         final = item.path
         try:  # one stat per file: on a re-run of many small files it is most of the work
-            status = final.stat()
+            status = os.lstat(final)
         except OSError:
             return False
         if not stat.S_ISREG(status.st_mode):
+            _files.check_final(final)  # a link or a folder there: a clear failure, now
             return False
         size = status.st_size
         if item.checksum is not None:
@@ -472,6 +546,14 @@ class DownloadWorker:
                 "writes; give this one a FileConfig(filename=...)",
                 url=redact_url(item.url),
             )
+        if item.locks is not None and name not in item.locked:
+            if not item.locks.try_lock(name):
+                raise FileSystemError(
+                    f"the server names the file {name!r}, which another process is writing "
+                    "into this folder; give this one a FileConfig(filename=...)",
+                    url=redact_url(item.url),
+                )
+            item.locked.append(name)
         item.rename(name)
         item.server_named = True
         report(PatchDownloadInfo(path=new_path))
@@ -541,6 +623,7 @@ class DownloadWorker:
                     )
                 if hasher is not None:
                     item.check_digest(hasher.hexdigest())
+                _files.check_final(final)
                 if unnamed:
                     try:
                         _link(fd, final, part)
@@ -579,7 +662,10 @@ class DownloadWorker:
             if fd is not None:
                 return fd, True
             self._no_unnamed.add(item.dest)
-        return _open_part(part, item.dest, resume=bool(offset)), False
+        try:
+            return _files.open_part(part, item.dest, resume=bool(offset)), False
+        except OSError as exc:
+            raise file_error(part, exc) from exc
 
     def _finish_record(self, item: WorkItem) -> None:
         if not item.server_named:
@@ -591,10 +677,16 @@ class DownloadWorker:
 
 
 def _partial_size(item: WorkItem) -> int:
+    return _regular_size(_state.part_path(item.path))
+
+
+def _regular_size(path: str | Path) -> int:
+    """The size of the plain file at ``path``; 0 for none, a link or anything else."""
     try:
-        return _state.part_path(item.path).stat().st_size
+        info = os.lstat(path)
     except OSError:
         return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
 
 #: Linux names an unnamed (O_TMPFILE) file through /proc; elsewhere every file gets a ``.part``.
@@ -608,7 +700,7 @@ def _open_unnamed(dest: Path) -> int | None:
     if not _UNNAMED:
         return None
     try:
-        return _open_in(dest, dest, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC)
+        return _files.open_in(dest, dest, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno in _NO_UNNAMED:
             return None
@@ -631,24 +723,6 @@ def _link(fd: int, final: Path, part: str) -> None:
         os.replace(part, final)
 
 
-def _open_part(part: str, dest: Path, *, resume: bool) -> int:
-    """The partial file, open for writing (emptied unless ``resume``); makes ``dest`` if needed."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if resume else os.O_TRUNC)
-    try:
-        return _open_in(dest, part, flags)
-    except OSError as exc:
-        raise file_error(part, exc) from exc
-
-
-def _open_in(dest: Path, path: Path | str, flags: int) -> int:
-    """``os.open`` of a file in ``dest``, making ``dest`` again if it was removed meanwhile."""
-    try:
-        return os.open(path, flags, 0o666)
-    except FileNotFoundError:
-        dest.mkdir(parents=True, exist_ok=True)
-        return os.open(path, flags, 0o666)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     written = os.write(fd, data)
     if written != len(data):  # rare (a signal, a nearly full disk): write the rest
@@ -659,7 +733,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _hash_file(path: Path, checksum: Checksum, size: int) -> str:
     hasher = checksum.new_hasher()
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = _files.open_final(path)
     try:
         _state.hash_prefix(fd, hasher, size)
     finally:
