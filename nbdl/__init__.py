@@ -17,10 +17,12 @@ from ._errors import (
     ProcessingError,
     TooManyRedirectsError,
 )
+from ._extract import ExtractLimits
 from ._fetch import fetch
 from ._jobs import DownloadJob, start
 from ._manager import DownloadManager
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
+from ._processors import Extract, ProcessJob, Processor
 from ._sync import fetch_sync
 from ._tracker import DownloadTracker, NullTracker, Tracker
 from ._version import __version__
@@ -39,6 +41,8 @@ __all__ = [
     "DownloadTracker",
     "DownloadWorker",
     "ErrorKind",
+    "Extract",
+    "ExtractLimits",
     "ExtractionError",
     "FileConfig",
     "FileSystemError",
@@ -49,7 +53,9 @@ __all__ = [
     "NotebookTracker",
     "NullTracker",
     "PatchDownloadInfo",
+    "ProcessJob",
     "ProcessingError",
+    "Processor",
     "Results",
     "RetryPolicy",
     "RichTracker",

@@ -191,7 +191,7 @@ class _Run:
         self.first = first
         #: Pieces go to where the first answer came from (redirects followed once, not per
         #: piece); a resumed run starts again from the item's URL.
-        self.target = str(first.url) if first is not None else item.url
+        self.target = str(first.url) if first is not None else item.source
         self.connections = connections
         #: Pieces not started yet, in file order; each connection takes the next one.
         self.pending = collections.deque(seg for seg in segments if not seg.complete)

@@ -41,6 +41,13 @@ class Record:
     complete: bool = False
     #: A segmented download's progress: ``[start, end, done]`` per segment (see ``_segments``).
     segments: list[list[int]] | None = None
+    #: The URL the bytes came from, when it was one of the file's mirrors.
+    source: str | None = None
+
+    @property
+    def strong(self) -> bool:
+        """True when the record has a strong ETag, which identifies the bytes on any server."""
+        return bool(self.etag) and not str(self.etag).startswith("W/")
 
     @property
     def validator(self) -> str | None:

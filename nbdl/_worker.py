@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import os
 import random
 import stat
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,16 +21,21 @@ from ._errors import (
     ChecksumMismatchError,
     DownloadError,
     DownloadTimeoutError,
+    ErrorKind,
     FileSystemError,
     HTTPStatusError,
     IncompleteBodyError,
+    InvalidConfigError,
+    ProcessingError,
     file_error,
     http_error,
     translate,
 )
+from ._extract import ExtractLimits
 from ._headers import parse_content_range
 from ._models import Checksum, DownloadStatus, FileConfig, PatchDownloadInfo, check_int
 from ._naming import sanitize_filename
+from ._processors import Extract, ProcessJob, Processor
 from ._urls import redact_url
 
 #: Large reads keep one stream from being CPU-bound (1 KiB reads cost 4x the CPU; see KNOWLEDGE).
@@ -40,6 +46,10 @@ DEFAULT_CHUNK_SIZE = 1024 * 1024
 RESUME_MIN_BYTES = 256 * 1024
 #: Seconds between looks at a file another process is downloading (its lock, its progress).
 LOCK_POLL = 0.25
+#: Seconds between progress reports of a processor (its thread may call back far more often).
+PROCESS_REPORT_EVERY = 0.25
+#: HTTP statuses after which a mirror may still have the file.
+_MIRROR_STATUSES = frozenset({404, 410})
 
 Report = Callable[[PatchDownloadInfo], None]
 Claim = Callable[[Path], bool]
@@ -94,7 +104,15 @@ class WorkItem:
     #: names this item holds (its name, and the server's name for it if that differs).
     locks: _locks.FolderLocks | None = None
     locked: list[str] = field(default_factory=list)
+    #: Which of the file's URLs is being tried: 0 the config's url, then its mirrors in turn.
+    source_index: int = 0
     _path: Path | None = field(default=None, repr=False)
+
+    @property
+    def source(self) -> str:
+        """The URL requested now: the config's ``url``, or the mirror being tried."""
+        index = self.source_index
+        return self.config.url if index == 0 else self.config.mirrors[index - 1]
 
     def save_record(self, record: _state.Record) -> None:
         """Write this file's state record (see ``_state``)."""
@@ -180,11 +198,24 @@ class DownloadWorker:
         overwrite: bool = False,
         max_redirects: int = 10,
         segments: int | None = None,
+        extract: bool = False,
+        extract_limits: ExtractLimits | None = None,
+        processors: Sequence[Processor] = (),
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         if segments is not None:
             check_int("segments", segments, 1)
+        for processor in processors:
+            if not isinstance(processor, Processor):
+                raise InvalidConfigError(
+                    f"processors must have a 'label' and a 'process(job)' method, got {processor!r}"
+                )
+        #: Extract archives whose FileConfig does not say (``FileConfig.extract=None``).
+        self.extract = extract
+        self.extractor = Extract(extract_limits)
+        #: Run on every verified file, after extraction, in this order.
+        self.processors = tuple(processors)
         self.chunk_size = chunk_size
         self.retry = retry or RetryPolicy()
         self.read_timeout = read_timeout
@@ -338,18 +369,75 @@ class DownloadWorker:
             digest = await asyncio.to_thread(_hash_file, final, item.checksum, size)
             if digest != item.checksum.hexdigest:
                 return False
-        report(
+        await self._complete(
+            item,
+            report,
             PatchDownloadInfo(
                 status=DownloadStatus.COMPLETED,
                 bytes_downloaded=size,
                 total_bytes=size,
                 resumed_from=size,
-                finished_at=time.time(),
                 from_cache=True,
                 attempts=0,  # nothing was requested
-            )
+            ),
         )
         return True
+
+    async def _complete(self, item: WorkItem, report: Report, patch: PatchDownloadInfo) -> None:
+        """Run the item's processors on the verified file, then report ``patch`` (COMPLETED)."""
+        output = None
+        for processor in self._processors_for(item):
+            made = await self._process(processor, item, report, patch)
+            output = made if made is not None else output
+        report(dataclasses.replace(patch, finished_at=time.time(), output=output))
+
+    def _processors_for(self, item: WorkItem) -> list[Processor]:
+        config = item.config
+        wanted = config.extract if config.extract is not None else self.extract
+        chosen: list[Processor] = [self.extractor] if wanted or config.extract_to else []
+        chosen.extend(self.processors)
+        return chosen
+
+    async def _process(
+        self, processor: Processor, item: WorkItem, report: Report, patch: PatchDownloadInfo
+    ) -> Path | None:
+        """One processor, in a thread; a cancel waits for it to clean up, then propagates."""
+        loop = asyncio.get_running_loop()
+        label = processor.label
+        report(PatchDownloadInfo(status=DownloadStatus.PROCESSING, note=label))
+        last = 0.0
+
+        def progress(done: int, total: int | None) -> None:  # called in the processor's thread
+            nonlocal last
+            now = time.monotonic()
+            if now - last < PROCESS_REPORT_EVERY:
+                return
+            last = now
+            note = f"{label} {min(99, done * 100 // total)} %" if total else label
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is watching
+                loop.call_soon_threadsafe(report, PatchDownloadInfo(note=note))
+
+        job = ProcessJob(item.path, item.dest, item.config, progress=progress)
+        future = loop.run_in_executor(None, processor.process, job)
+        try:
+            made = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            job.cancelled.set()
+            with contextlib.suppress(BaseException):  # its own error matters less than the cancel
+                await future
+            raise
+        except DownloadError:
+            raise
+        except Exception as exc:
+            raise ProcessingError(
+                f"{label} failed: {type(exc).__name__}: {exc}", url=redact_url(item.url)
+            ) from exc
+        if made is not None and not isinstance(made, Path):
+            raise ProcessingError(
+                f"{label}: the processor returned {made!r}, not a Path or None",
+                url=redact_url(item.url),
+            )
+        return made
 
     async def _attempts(
         self,
@@ -376,10 +464,13 @@ class DownloadWorker:
                     item.discard_partial()
                     done = await self._attempt(session, item, report, claim, resume=False)
             except Exception as exc:  # classified below; only transient ones are retried
-                err = translate(exc, redact_url(item.url))
+                err = translate(exc, redact_url(item.source))
                 failures += 1
                 if not err.retryable or failures > self.retry.retries:
-                    raise err from exc
+                    if not self._next_mirror(item, err, report):
+                        raise err from exc
+                    failures = 0
+                    continue
                 retry_after = err.retry_after if isinstance(err, HTTPStatusError) else None
                 delay = self.retry.delay(failures, retry_after)
                 report(
@@ -392,17 +483,50 @@ class DownloadWorker:
                 await asyncio.sleep(delay)
                 continue
             self._finish_record(item)
-            report(
+            if item.source_index:
+                note: str | None = f"from mirror {item.source_index}: {redact_url(item.source)}"
+            else:
+                # The note said "retry ..." until now; say how it ended instead.
+                note = (
+                    f"completed on attempt {progress.attempts}" if progress.attempts > 1 else None
+                )
+            await self._complete(
+                item,
+                report,
                 PatchDownloadInfo(
                     status=DownloadStatus.COMPLETED,
                     bytes_downloaded=done,
                     total_bytes=done,
-                    finished_at=time.time(),
-                    # The note said "retry ..." until now; say how it ended instead.
-                    note=f"completed on attempt {progress.attempts}" if failures else None,
-                )
+                    note=note,
+                    served_by=redact_url(item.source) if item.source_index else None,
+                ),
             )
             return
+
+    def _next_mirror(self, item: WorkItem, err: DownloadError, report: Report) -> bool:
+        """Switch to the next mirror after ``err`` if another server may do better."""
+        mirrors = item.config.mirrors
+        if item.source_index >= len(mirrors):
+            return False
+        worth = err.kind in (ErrorKind.CONNECTION, ErrorKind.TIMEOUT) or (
+            isinstance(err, HTTPStatusError)
+            and (err.status in _MIRROR_STATUSES or 500 <= err.status <= 599)
+        )
+        if not worth:
+            return False
+        record = item.load_record()
+        if record is None or not (record.etag and not record.etag.startswith("W/")):
+            # Only a strong ETag proves another server's bytes continue these: start again.
+            item.discard_partial()
+        item.source_index += 1
+        report(
+            PatchDownloadInfo(
+                status=DownloadStatus.PENDING,
+                note=f"trying mirror {item.source_index} of {len(mirrors)} "
+                f"({redact_url(item.source)}) after: {err.message}",
+            )
+        )
+        return True
 
     async def _attempt(
         self,
@@ -416,6 +540,8 @@ class DownloadWorker:
         """One request (or one segmented transfer); returns the size of the verified file."""
         record = None if self.overwrite and not resume else item.load_record()
         offset = 0
+        if record is not None and record.source not in (None, item.source) and not record.strong:
+            record = None  # a date from another server proves nothing about these bytes
         if resume and record is not None and record.name == item.name and record.validator:
             offset = _partial_size(item)
             if record.total is not None and offset >= record.total:
@@ -437,7 +563,7 @@ class DownloadWorker:
         else:
             headers = None  # the manager's session sends exactly these already
         async with session.get(
-            item.url,
+            item.source,
             headers=headers,
             timeout=self._client_timeout(),
             allow_redirects=True,
@@ -464,6 +590,7 @@ class DownloadWorker:
                             etag=etag,
                             last_modified=last_modified,
                             total=total,
+                            source=item.source if item.source_index else None,
                         ),
                     )
             wanted = item.config.segments if item.config.segments is not None else self.segments
@@ -471,7 +598,14 @@ class DownloadWorker:
                 count = _segments.segment_count(resp, total, wanted, session)
                 if count > 1:
                     report(PatchDownloadInfo(http_status=resp.status))
-                    fresh = _state.Record(item.url, item.name, etag, last_modified, total)
+                    fresh = _state.Record(
+                        item.url,
+                        item.name,
+                        etag,
+                        last_modified,
+                        total,
+                        source=item.source if item.source_index else None,
+                    )
                     return await self._segmented(session, item, report, fresh, resp, count)
             return await self._stream(resp, item, report, offset, total, resumable)
 
