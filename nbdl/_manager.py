@@ -89,6 +89,9 @@ class DownloadManager:
         #: a failed lookup per URL (a hash, a path, an open) is skipped.
         self._no_records = False
         self._claims: dict[Path, str] = {}
+        #: Items handed back because another process holds their file: taken again (and then
+        #: waited for) once the queue is empty, so workers meanwhile do other files.
+        self._deferred: deque[WorkItem] = deque()
 
     async def __aenter__(self) -> DownloadManager:
         if self._client is None:
@@ -182,6 +185,10 @@ class DownloadManager:
     def _next_item(self) -> WorkItem | None:
         """The highest-priority queued item (input order among equals), or None."""
         if not self._waiting:
+            if self._deferred:
+                item = self._deferred.popleft()
+                item.may_defer = False
+                return item
             return None
         priority = max(p for p, urls in self._pending.items() if urls)
         url = self._pending[priority].popleft()
@@ -201,6 +208,7 @@ class DownloadManager:
             checksum=config.parsed_checksum,
             has_record=record is not None,
             server_named=not fixed and record is not None and record.name != name_from_url(url),
+            may_defer=True,
         )
 
     def _claim(self, url: str, path: Path) -> bool:
@@ -251,7 +259,9 @@ class DownloadManager:
     async def _work(self, session: aiohttp.ClientSession) -> None:
         while (item := self._next_item()) is not None:
             claim = functools.partial(self._claim, item.url)
-            await self.worker.download(session, item, self._reporter(item.url), claim)
+            done = await self.worker.download(session, item, self._reporter(item.url), claim)
+            if done is False:  # another process has the file: come back to it later
+                self._deferred.append(item)
 
 
 def _env_matters() -> bool:

@@ -44,8 +44,9 @@ from ._urls import redact_url
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 #: Bodies smaller than this get no resume record: restarting them costs less than the record.
 RESUME_MIN_BYTES = 256 * 1024
-#: Seconds between looks at a file another process is downloading (its lock, its progress).
-LOCK_POLL = 0.25
+#: Seconds between looks at a file another process is downloading (its lock, its progress):
+#: the first look comes soon (a small file takes milliseconds), later ones back off to the last.
+LOCK_POLLS = (0.01, 0.02, 0.05, 0.1, 0.25)
 #: Seconds between progress reports of a processor (its thread may call back far more often).
 PROCESS_REPORT_EVERY = 0.25
 #: HTTP statuses after which a mirror may still have the file.
@@ -106,6 +107,11 @@ class WorkItem:
     locked: list[str] = field(default_factory=list)
     #: Which of the file's URLs is being tried: 0 the config's url, then its mirrors in turn.
     source_index: int = 0
+    #: True when the manager has other work to give: a file another process holds is then
+    #: handed back (``download`` returns False) instead of waited for.
+    may_defer: bool = False
+    #: True once handed back for that reason: the display says so until the lock is ours.
+    deferred: bool = False
     _path: Path | None = field(default=None, repr=False)
 
     @property
@@ -164,6 +170,10 @@ class WorkItem:
         """Save the file as ``name`` (in the same folder) from now on."""
         self.name = name
         self._path = None
+
+
+class _Deferred(Exception):
+    """Another process holds the file, and the manager has other work meanwhile."""
 
 
 class _RestartFromZero(Exception):
@@ -251,8 +261,12 @@ class DownloadWorker:
 
     async def download(
         self, session: aiohttp.ClientSession, item: WorkItem, report: Report, claim: Claim
-    ) -> None:
-        """Download ``item``, reporting every state change; never raises a ``DownloadError``."""
+    ) -> bool:
+        """Download ``item``, reporting every state change; never raises a ``DownloadError``.
+
+        Returns False, with the item still unfinished, when another process is writing the file
+        and ``item.may_defer`` says the manager would rather give this worker other work first.
+        """
         progress = _Progress()
         started = time.time()
         # Few reports per file: for small files they are a real share of the work.
@@ -260,18 +274,21 @@ class DownloadWorker:
         try:
             await self._lock(item, report, claim)
             if await self._already_complete(item, report):
-                return
+                return True
             if self.timeout is None:  # the usual case: a timeout scope per file costs ~1 %
                 await self._attempts(session, item, report, claim, progress)
-                return
+                return True
             try:
                 async with asyncio.timeout(self.timeout):
                     await self._attempts(session, item, report, claim, progress)
+                return True
             except TimeoutError:
                 raise DownloadTimeoutError(
                     f"timed out: the download took longer than timeout={self.timeout:g} s",
                     url=item.url,
                 ) from None
+        except _Deferred:
+            return False
         except asyncio.CancelledError:
             report(
                 PatchDownloadInfo(
@@ -291,6 +308,7 @@ class DownloadWorker:
                     attempts=progress.attempts,
                 )
             )
+            return True
         finally:
             if item.locks is not None:
                 for name in item.locked:
@@ -306,10 +324,17 @@ class DownloadWorker:
         name = item.name
         if locks.try_lock(name):
             item.locked.append(name)
+            if item.deferred:
+                report(PatchDownloadInfo(note=""))
             return
+        if item.may_defer:
+            item.deferred = True
+            report(PatchDownloadInfo(note="waiting for another process"))
+            raise _Deferred
         part = f"{item.path}{_state.PART_SUFFIX}"
         record = _state.load(item.dest, item.url)
         total = record.total if record is not None else None
+        polls = 0
         while True:
             # The other process's partial file shows its progress (an unnamed one cannot).
             report(
@@ -320,7 +345,8 @@ class DownloadWorker:
                     total_bytes=total,
                 )
             )
-            await asyncio.sleep(LOCK_POLL)
+            await asyncio.sleep(LOCK_POLLS[min(polls, len(LOCK_POLLS) - 1)])
+            polls += 1
             if locks.try_lock(name):
                 break
         item.locked.append(name)

@@ -100,6 +100,23 @@ async def test_waiter_shows_the_other_process_and_finds_the_file(
     assert (dest / "w.bin").read_bytes() == content_for("w.bin", 2_000_000)
 
 
+async def test_files_another_process_holds_wait_while_the_rest_download(
+    server: LocalServer, dest: Path
+) -> None:
+    """A worker hands back a file another process holds and downloads the others meanwhile."""
+    slow = server.url("/data/slow.bin", size=2_000_000, rate=2_000_000)
+    other = _spawn(dest, slow)
+    await _wait_for_part(dest / "slow.bin.part", 100_000, other)
+    quick = [server.url(f"/data/q{i}.bin", size=1000) for i in range(5)]
+    results = await nbdl.fetch([slow, *quick], dest, tracker="none", max_workers=1)
+    assert results.ok
+    held = results[0]
+    assert held.from_cache
+    assert all((info.finished_at or 0) < (held.finished_at or 0) for info in results[1:])
+    assert (await _results(other))[0]["status"] == "completed"
+    assert len(server.requests_for("/data/slow.bin")) == 1
+
+
 async def test_kill_of_the_holder_lets_a_waiter_resume(server: LocalServer, dest: Path) -> None:
     """Three processes on one file; the holder is killed: a waiter resumes it with Range."""
     size = 3_000_000
