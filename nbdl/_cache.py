@@ -25,6 +25,9 @@ def cache_dir(name: str) -> Path:
     must be a plain name (no folders); anything else raises ``InvalidConfigError``.
     """
     try:
+        # check_explicit_filename lets "" through, and "" would mean the cache root itself.
+        if name == "":
+            raise ValueError("the name is empty")
         check_explicit_filename(name)
     except ValueError as exc:
         raise InvalidConfigError(f"cache_dir: {exc}") from None
