@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
         "without a URL of their own are fetched from URL/name, each verified by its hash",
     )
     fetch.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another base URL with the same registry files, tried when --base-url fails "
+        "(repeatable)",
+    )
+    fetch.add_argument(
         "--extract",
         action="store_true",
         help="extract every downloaded archive (items that say extract=false excepted)",
@@ -223,6 +231,8 @@ def _items(args: argparse.Namespace) -> list[FileConfig]:
         raise UsageError("--checksum needs exactly one URL (use a manifest for several)")
     if args.base_url is not None and not args.input:
         raise UsageError("--base-url needs -i REGISTRY (the files to fetch under it)")
+    if args.mirror and args.base_url is None:
+        raise UsageError("--mirror needs --base-url (it stands in for it)")
     items: list[FileConfig] = []
     for position, url in enumerate(args.urls):
         try:
@@ -230,7 +240,7 @@ def _items(args: argparse.Namespace) -> list[FileConfig]:
         except ValueError as exc:
             raise UsageError(f"URL {position + 1}: {exc}") from None
     for name in args.input:
-        items.extend(_read_manifest(name, args.base_url))
+        items.extend(_read_manifest(name, args.base_url, args.mirror))
     if not items:
         raise UsageError("nothing to download: give URLs or -i LIST")
     if args.extract:
@@ -239,7 +249,9 @@ def _items(args: argparse.Namespace) -> list[FileConfig]:
     return items
 
 
-def _read_manifest(name: str, base_url: str | None = None) -> list[FileConfig]:
+def _read_manifest(
+    name: str, base_url: str | None = None, mirrors: Sequence[str] = ()
+) -> list[FileConfig]:
     """The files listed in ``name`` ('-': stdin): a registry with ``base_url``, else a manifest."""
     kind = "manifest" if base_url is None else "registry"
     if name == "-":
@@ -251,7 +263,7 @@ def _read_manifest(name: str, base_url: str | None = None) -> list[FileConfig]:
             raise UsageError(f"cannot read the {kind} {name}: {exc}") from None
     if base_url is None:
         return parse_manifest(text, source)
-    return Registry.from_text(text, base_url, source=source).configs()
+    return Registry.from_text(text, base_url, mirrors=mirrors, source=source).configs()
 
 
 def _header(text: str) -> tuple[str, str]:

@@ -62,6 +62,8 @@ class _Entry:
     name: str
     checksum: Checksum | None
     url: str
+    #: The same file under the registry's mirrors (entries fetched from base_url only).
+    mirrors: tuple[str, ...]
     #: Where the entry was read ("registry.txt line 3"), for error messages.
     where: str
 
@@ -82,11 +84,13 @@ class Registry:
     ``entries`` maps file names to hashes (``"alg:hex"`` for any ``hashlib`` algorithm, bare hex
     for sha256, or None for a file not to verify); ``urls`` gives some names a URL of their own,
     the others are fetched from ``base_url`` + the name (``base_url`` is used as given: pooch's
-    ``{version}`` is not filled in).  ``dest`` is the folder ``fetch`` and ``path`` use when
+    ``{version}`` is not filled in).  ``mirrors`` are other base URLs holding the same files:
+    each such entry gets ``mirror + name`` as ``FileConfig.mirrors``, tried when ``base_url``
+    fails.  ``dest`` is the folder ``fetch`` and ``path`` use when
     they are given none (default: the current folder).  Bad input raises ``InvalidConfigError``.
     """
 
-    __slots__ = ("_base_url", "_dest", "_entries", "_source")
+    __slots__ = ("_base_url", "_dest", "_entries", "_mirrors", "_source")
 
     def __init__(
         self,
@@ -94,6 +98,7 @@ class Registry:
         base_url: str | None = None,
         *,
         urls: Mapping[str, str] | None = None,
+        mirrors: Iterable[str] = (),
         dest: str | Path | None = None,
         source: str = "registry",
     ) -> None:
@@ -114,13 +119,25 @@ class Registry:
             _Row(f"{source} entry {name!r}", name, digest, own_urls.get(name))
             for name, digest in entries.items()
         ]
-        self._init(rows, base_url, dest, source)
+        self._init(rows, base_url, mirrors, dest, source)
 
     def _init(
-        self, rows: Iterable[_Row], base_url: str | None, dest: str | Path | None, source: str
+        self,
+        rows: Iterable[_Row],
+        base_url: str | None,
+        mirrors: Iterable[str],
+        dest: str | Path | None,
+        source: str,
     ) -> None:
         self._source = source
-        self._base_url = _check_base_url(base_url, source)
+        self._base_url = _check_base_url(base_url, source, "base_url")
+        if isinstance(mirrors, str) or not isinstance(mirrors, Iterable):
+            raise InvalidConfigError(f"{source}: mirrors must be a list of base URLs")
+        self._mirrors = tuple(_check_base_url(m, source, "mirror") or "" for m in mirrors)
+        if self._mirrors and self._base_url is None:
+            raise InvalidConfigError(f"{source}: mirrors stand in for base_url, which is missing")
+        if len({self._base_url, *self._mirrors}) != len(self._mirrors) + 1:
+            raise InvalidConfigError(f"{source}: mirrors must differ from each other and base_url")
         if dest is not None and (not isinstance(dest, str | Path) or str(dest) == ""):
             raise InvalidConfigError(f"{source}: dest must be a folder path, got {dest!r}")
         self._dest = None if dest is None else Path(dest).expanduser()
@@ -155,21 +172,21 @@ class Registry:
             check_explicit_filename(name)
         except ValueError as exc:
             raise InvalidConfigError(f"{where}: {exc}") from None
-        return _Entry(name, _checksum(row.hash, where), self._url_of(name, row.url, where), where)
-
-    def _url_of(self, name: str, url: object, where: str) -> str:
-        if url is None:
-            if self._base_url is None:
-                raise InvalidConfigError(
-                    f"{where}: {name!r} has no URL of its own and the registry has no base_url"
-                )
-            # A plain name has no '/', so quoting everything but the unreserved characters
-            # yields one path segment, whatever spaces, '%', '#' or '?' it holds.
-            return self._base_url + quote(name, safe="")
-        try:
-            return check_url(url)
-        except ValueError as exc:
-            raise InvalidConfigError(f"{where}: {exc}") from None
+        checksum = _checksum(row.hash, where)
+        if row.url is not None:
+            try:
+                return _Entry(name, checksum, check_url(row.url), (), where)
+            except ValueError as exc:
+                raise InvalidConfigError(f"{where}: {exc}") from None
+        if self._base_url is None:
+            raise InvalidConfigError(
+                f"{where}: {name!r} has no URL of its own and the registry has no base_url"
+            )
+        # A plain name has no '/', so quoting everything but the unreserved characters yields
+        # one path segment, whatever spaces, '%' or '#' it holds.
+        segment = quote(name, safe="")
+        mirrors = tuple(mirror + segment for mirror in self._mirrors)
+        return _Entry(name, checksum, self._base_url + segment, mirrors, where)
 
     # -- constructors --------------------------------------------------------------------------
     @classmethod
@@ -178,6 +195,7 @@ class Registry:
         text: str,
         base_url: str | None = None,
         *,
+        mirrors: Iterable[str] = (),
         dest: str | Path | None = None,
         source: str = "<registry>",
     ) -> Registry:
@@ -201,12 +219,17 @@ class Registry:
                 )
             rows.append(_Row(where, words[0], words[1], words[2] if len(words) == 3 else None))
         registry = cls.__new__(cls)
-        registry._init(rows, base_url, dest, source)
+        registry._init(rows, base_url, mirrors, dest, source)
         return registry
 
     @classmethod
     def from_file(
-        cls, path: str | Path, base_url: str | None = None, *, dest: str | Path | None = None
+        cls,
+        path: str | Path,
+        base_url: str | None = None,
+        *,
+        mirrors: Iterable[str] = (),
+        dest: str | Path | None = None,
     ) -> Registry:
         """A registry from a pooch registry file (UTF-8); errors name the file and line.
 
@@ -219,7 +242,7 @@ class Registry:
             raise InvalidConfigError(
                 f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r})"
             ) from None
-        return cls.from_text(text, base_url, dest=dest, source=str(path))
+        return cls.from_text(text, base_url, mirrors=mirrors, dest=dest, source=str(path))
 
     @classmethod
     def from_pooch(cls, pooch: Any) -> Registry:
@@ -252,6 +275,11 @@ class Registry:
     def base_url(self) -> str | None:
         """The URL entries without their own are fetched under (ends in ``/``), or None."""
         return self._base_url
+
+    @property
+    def mirrors(self) -> tuple[str, ...]:
+        """Other base URLs with the same files (each ends in ``/``)."""
+        return self._mirrors
 
     def url(self, name: str) -> str:
         """The URL ``name`` is downloaded from."""
@@ -293,7 +321,8 @@ class Registry:
             raise InvalidConfigError(f"{taken[0]} is set by the registry for each file")
         if "mirrors" in fields:
             raise InvalidConfigError(
-                "mirrors are other URLs of one file, so they cannot be shared by every entry"
+                "mirrors are other URLs of one file, so they cannot be shared by every entry; "
+                "give the registry mirrors=[other base URLs] instead"
             )
         configs = []
         for entry in self._select(names):
@@ -303,6 +332,7 @@ class Registry:
                         entry.url,
                         filename=entry.name,
                         checksum=None if entry.checksum is None else str(entry.checksum),
+                        mirrors=entry.mirrors,
                         **fields,
                     )
                 )
@@ -359,21 +389,21 @@ class Registry:
         return [self._get(name) for name in names]
 
 
-def _check_base_url(base_url: object, source: str) -> str | None:
+def _check_base_url(base_url: object, source: str, label: str) -> str | None:
     """``base_url`` checked, ending in ``/`` (as pooch makes it), or None."""
     if base_url is None:
         return None
     if isinstance(base_url, str) and base_url.startswith("doi:"):
         raise InvalidConfigError(
-            f"{source}: base_url {base_url!r} is a DOI; nbdl needs the https URL of the files"
+            f"{source}: {label} {base_url!r} is a DOI; nbdl needs the https URL of the files"
         )
     try:
         url = check_url(base_url)
     except ValueError as exc:
-        raise InvalidConfigError(f"{source}: base_url: {exc}") from None
+        raise InvalidConfigError(f"{source}: {label}: {exc}") from None
     if "?" in url or "#" in url:
         raise InvalidConfigError(
-            f"{source}: base_url {redact_url(url)!r} has a query or fragment; file names are "
+            f"{source}: {label} {redact_url(url)!r} has a query or fragment; file names are "
             "appended to it, so it must end with a path"
         )
     return url if url.endswith("/") else url + "/"

@@ -203,6 +203,31 @@ def test_configs_and_paths(tmp_path: Path) -> None:
         registry.configs(3)  # type: ignore[arg-type]
 
 
+def test_registry_mirrors_become_file_mirrors() -> None:
+    """mirrors=[base URLs]: each base_url entry gets mirror + name; own-URL entries get none."""
+    registry = Registry.from_text(
+        f"'a b.bin' {'0' * 64}\nown.bin {'1' * 64} https://own.example/own.bin\n",
+        "https://main.example/d",
+        mirrors=["https://m1.example/d", "https://m2.example/x/"],
+    )
+    assert registry.mirrors == ("https://m1.example/d/", "https://m2.example/x/")
+    first, own = registry.configs()
+    assert first.mirrors == ("https://m1.example/d/a%20b.bin", "https://m2.example/x/a%20b.bin")
+    assert own.mirrors == ()
+    entries = {"a.bin": None}
+    for mirrors, message in [
+        ("https://m.example/", "mirrors must be a list of base URLs"),
+        (["https://main.example/d"], "mirrors must differ from each other and base_url"),
+        (["https://m.example/", "https://m.example"], "mirrors must differ"),
+        (["https://m.example/?sig=1"], r"mirror 'https://m\.example/\?sig=\*\*\*' has a query"),
+        (["ftp://m.example/"], "mirror: not an absolute http"),
+    ]:
+        with pytest.raises(InvalidConfigError, match=message):
+            Registry(entries, "https://main.example/d/", mirrors=mirrors)
+    with pytest.raises(InvalidConfigError, match="mirrors stand in for base_url, which is missing"):
+        Registry(entries, urls={"a.bin": "https://h/a.bin"}, mirrors=["https://m.example/"])
+
+
 # -- pooch -------------------------------------------------------------------------------------
 
 
@@ -408,6 +433,19 @@ def test_cli_extract_flag_reaches_every_item(tmp_path: Path) -> None:
     ]
     args = build_parser().parse_args(["fetch", "https://h/c.tar"])
     assert cli_items(args)[0].extract is None
+
+
+def test_cli_mirror_needs_base_url(tmp_path: Path) -> None:
+    """--mirror URL adds that base URL as a mirror of every registry entry; alone it is exit 2."""
+    registry = tmp_path / "reg.txt"
+    registry.write_text(f"d.zip {'0' * 64}\n")
+    args = build_parser().parse_args(
+        ["fetch", "-i", str(registry), "--base-url", "https://h/x", "--mirror", "https://m/y"]
+    )
+    assert cli_items(args)[0].mirrors == ("https://m/y/d.zip",)
+    assert_one_line_error(
+        run_cli("fetch", "-i", registry, "--mirror", "https://m/y"), "--mirror needs --base-url"
+    )
 
 
 # -- mirrors in manifests ----------------------------------------------------------------------
