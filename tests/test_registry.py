@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import re
+import types
 from pathlib import Path
 
 import pooch
@@ -467,3 +470,40 @@ def test_mirrors_in_every_manifest_form() -> None:
         parse_manifest("url,mirrors\nhttps://h/a,https://h/a\n", "l.csv")
     with pytest.raises(InvalidConfigError, match=r"^l.json item 0: mirrors must be a list"):
         parse_manifest('[{"url": "https://h/a", "mirrors": "https://m/a"}]', "l.json")
+
+
+# -- the README --------------------------------------------------------------------------------
+
+
+async def test_readme_registry_example_runs(
+    server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's registry file and code work as written, pointed at the local server."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text("utf-8")
+    (registry_text,) = re.findall(r"```\n(# registry\.txt\n.*?)```", readme, flags=re.DOTALL)
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "Registry" in b]
+
+    def real_hash(match: re.Match[str]) -> str:
+        name, space, prefix = match[1], match[2], match[3] or ""
+        digest = hashlib.new(prefix[:-1] or "sha256", content_for(name, SIZE)).hexdigest()
+        return f"{name}{space}{prefix}{digest}"
+
+    registry_text = re.sub(
+        r"^(\S+)(\s+)([a-z0-9]+:)?[0-9a-f]+", real_hash, registry_text, flags=re.MULTILINE
+    )
+    registry_text = registry_text.replace("https://mirror.example.org/", server.url("/data/"))
+    (tmp_path / "registry.txt").write_text(registry_text, encoding="utf-8")
+    code = code.replace("https://example.org/data/v1/", server.url("/data/"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBDL_CACHE_DIR", str(tmp_path / "cache"))
+    compiled = compile(code, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    namespace: dict[str, object] = {}
+    coroutine = types.FunctionType(compiled, namespace)()
+    if coroutine is not None:
+        await coroutine
+    results = namespace["results"]
+    assert isinstance(results, nbdl.Results)
+    assert results.ok, results
+    assert [i.filename for i in results] == ["train.csv", "labels.json", "images.tar"]
+    for name in ("train.csv", "labels.json", "images.tar"):
+        assert (tmp_path / "cache" / "mydata" / name).read_bytes() == content_for(name, SIZE)
