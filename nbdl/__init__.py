@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING
 
+from ._cache import cache_dir
 from ._errors import (
     BatchConflictError,
     ChecksumMismatchError,
@@ -23,6 +24,7 @@ from ._jobs import DownloadJob, start
 from ._manager import DownloadManager
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
 from ._processors import Extract, ProcessJob, Processor
+from ._registry import Registry
 from ._sync import fetch_sync
 from ._tracker import DownloadTracker, NullTracker, Tracker
 from ._version import __version__
@@ -56,12 +58,14 @@ __all__ = [
     "ProcessJob",
     "ProcessingError",
     "Processor",
+    "Registry",
     "Results",
     "RetryPolicy",
     "RichTracker",
     "TooManyRedirectsError",
     "Tracker",
     "__version__",
+    "cache_dir",
     "fetch",
     "fetch_sync",
     "start",
