@@ -283,3 +283,32 @@ async def test_segmented_partial_path_link_is_refused(
     assert info.status is nbdl.DownloadStatus.FAILED
     assert "symbolic link is in the way" in (info.error or "")
     assert outside.read_text() == "precious"
+
+
+async def test_folder_without_working_locks_downloads_with_a_warning(
+    server: LocalServer,
+    dest: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A file system refusing record locks (NFS 'nolock'): downloads work, one warning is logged."""
+    import errno
+    import fcntl
+
+    from nbdl import _locks
+
+    def refuse(*args: object) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    # The kernel cannot be made to refuse locks on a local disk; the lock call stands in for it.
+    monkeypatch.setattr(fcntl, "lockf", refuse)
+    monkeypatch.setattr(_locks, "_folders", {})
+    monkeypatch.setattr(_locks, "_warned", set())
+    urls = [server.url(f"/data/n{i}.bin", size=1000) for i in range(3)]
+    with caplog.at_level("WARNING", logger="nbdl"):
+        first = await nbdl.fetch(urls, dest, tracker="none")
+        again = await nbdl.fetch(urls, dest, tracker="none")
+    assert first.ok
+    assert all(info.from_cache for info in again)
+    warnings = [r.getMessage() for r in caplog.records if "no working file locks" in r.getMessage()]
+    assert len(warnings) == 1
