@@ -1,0 +1,448 @@
+"""``nbdl.distributed.fetch``: a manifest cut into shards, each run by nbdl's engine on a worker.
+
+The client reads the manifest lazily, keeps a bounded number of shards in flight, feeds the usual
+display (``tracker="auto"``) from progress the workers publish a few times a second
+(``Worker.log_event`` + ``Client.subscribe_topic``), and merges each shard's result in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from distributed import Client, Future
+
+from .._errors import ErrorKind, InvalidConfigError
+from .._extract import ExtractLimits
+from .._fetch import TrackerChoice, check_settings
+from .._manager import DownloadManager
+from .._models import DownloadInfo, DownloadStatus, PatchDownloadInfo, check_int
+from .._processors import Processor
+from .._select import resolve_tracker
+from .._tracker import NullTracker, Tracker
+from .._worker import RetryPolicy
+from ._results import ClusterResults, ShardSummary
+from ._shard import FILE_FIELDS, SessionPlugin, Settings, ShardOutcome, ShardSpec, run_shard
+from ._stream import Item, Manifest, Shard, is_manifest_path, read_items, shards
+
+#: Items per shard by default: img2dataset's shard size, a few seconds to minutes of one worker.
+DEFAULT_SHARD_SIZE = 10_000
+#: ``keep="auto"`` keeps every file's record up to this many items, only failures beyond.
+KEEP_ALL_UP_TO = 100_000
+Keep = Literal["auto", "all", "failures"]
+
+
+async def fetch(
+    manifest: Manifest,
+    dest: str | Path = ".",
+    *,
+    client: Client,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    shards_in_flight: int | None = None,
+    keep: Keep = "auto",
+    tracker: TrackerChoice = "auto",
+    max_workers: int = 16,
+    max_per_host: int = 8,
+    retries: int | RetryPolicy = 3,
+    # The same name as nbdl.fetch's: it bounds each download, not this call.
+    timeout: float | None = None,  # noqa: ASYNC109
+    read_timeout: float | None = 60,
+    overwrite: bool = False,
+    headers: Mapping[str, str] | None = None,
+    segments: int | None = None,
+    extract: bool = False,
+    extract_limits: ExtractLimits | None = None,
+    processors: Sequence[Processor] = (),
+) -> ClusterResults:
+    """Download a manifest on a Dask cluster; returns one result per item, in input order.
+
+    ``manifest`` is an iterable of URLs and/or ``nbdl.FileConfig`` (a generator is read lazily),
+    or the path of a manifest file (text, CSV or JSON, as ``nbdl fetch -i`` reads). It is cut
+    into shards of ``shard_size`` items; each shard is one Dask task that runs nbdl's engine on
+    a worker's event loop, with ``max_workers`` files at once.  ``dest`` must be a folder every
+    worker sees at the same path (a shared file system).
+
+    ``client`` is a ``distributed.Client``: an asynchronous one made on this event loop (a
+    notebook's) or an ordinary one.  ``max_per_host`` caps the connections to one host across
+    the whole cluster: each worker thread gets ``max_per_host // threads`` (at least 1).
+    ``shards_in_flight`` (default: twice the cluster's threads) bounds what the client holds.
+    ``keep="all"`` returns every file's ``DownloadInfo``; ``"failures"`` only those that did not
+    complete (counts in ``results.shards``); ``"auto"`` keeps all up to 100,000 items.  The
+    other settings mean what they mean for ``nbdl.fetch``.
+    """
+    if not isinstance(client, Client):
+        raise InvalidConfigError(f"client must be a distributed.Client, got {client!r}")
+    checked = check_settings(
+        max_workers=max_workers,
+        retries=retries,
+        timeout=timeout,
+        read_timeout=read_timeout,
+        overwrite=overwrite,
+        headers=headers,
+        segments=segments,
+        max_per_host=max_per_host,
+        extract=extract,
+        extract_limits=extract_limits,
+        processors=processors,
+    )
+    check_int("shard_size", shard_size, 1)
+    if shards_in_flight is not None:
+        check_int("shards_in_flight", shards_in_flight, 1)
+    if keep not in ("auto", "all", "failures"):
+        raise InvalidConfigError(f"keep must be 'auto', 'all' or 'failures', got {keep!r}")
+    folder = _folder(dest)
+    loop = asyncio.get_running_loop()
+    if client.asynchronous and getattr(client.loop, "asyncio_loop", None) is not loop:
+        raise InvalidConfigError(
+            "this asynchronous Client runs on another event loop; make it in this one "
+            "(Client(..., asynchronous=True) in the notebook) or pass an ordinary Client"
+        )
+    items, detail = _plan(manifest, keep)
+    threads = sum((await _call(client, client.nthreads)).values())
+    if threads < 1:
+        raise RuntimeError("the Dask cluster has no workers; start some, then run again")
+    settings = Settings(
+        max_workers=max_workers,
+        max_per_host=max(1, max_per_host // threads),
+        retry=checked.retry,
+        timeout=timeout,
+        read_timeout=read_timeout,
+        overwrite=overwrite,
+        headers=checked.headers,
+        segments=segments,
+        extract=extract,
+        extract_limits=extract_limits,
+        processors=checked.processors,
+    )
+    await _call(client, client.register_plugin, SessionPlugin(), "nbdl-sessions")
+    run = _Run(
+        client=client,
+        loop=loop,
+        dest=folder,
+        settings=settings,
+        detail=detail,
+        tracker=resolve_tracker(tracker),
+        limit=shards_in_flight or 2 * threads,
+    )
+    return await run.go(shards(items, shard_size))
+
+
+def _folder(dest: object) -> Path:
+    if not isinstance(dest, str | Path) or str(dest) == "":
+        raise InvalidConfigError(f"dest must be a folder path, got {dest!r}")
+    # Workers see the folder by this path: a relative one would be relative to their own cwd.
+    return Path(dest).expanduser().absolute()
+
+
+def _plan(manifest: Manifest, keep: Keep) -> tuple[Iterable[Item], bool]:
+    """The items to read, and whether every file's record is kept (``detail``)."""
+    if is_manifest_path(manifest):
+        # A first pass validates every line (a bad one costs no request, as for nbdl.fetch)
+        # and counts them; the second pass streams them into shards.
+        total = sum(1 for _ in read_items(manifest))
+        detail = keep == "all" or (keep == "auto" and total <= KEEP_ALL_UP_TO)
+        return _Reread(manifest), detail
+    items = read_items(manifest)
+    if keep != "auto":
+        return items, keep == "all"
+    if isinstance(manifest, Sequence):
+        return items, len(manifest) <= KEEP_ALL_UP_TO
+    # A generator: look ahead, holding at most KEEP_ALL_UP_TO + 1 items.
+    head = list(itertools.islice(items, KEEP_ALL_UP_TO + 1))
+    return itertools.chain(head, items), len(head) <= KEEP_ALL_UP_TO
+
+
+@dataclass(frozen=True, slots=True)
+class _Reread:
+    manifest: Manifest
+
+    def __iter__(self) -> Iterator[Item]:
+        return read_items(self.manifest)
+
+
+async def _call(client: Client, method: Callable[..., Any], *args: Any) -> Any:
+    """``method(*args)`` of ``client``: awaited on an asynchronous client, else in a thread.
+
+    An ordinary client blocks while its own loop thread works; a thread keeps ours running.
+    """
+    if client.asynchronous:
+        result = method(*args)
+        return await result if inspect.isawaitable(result) else result
+    return await asyncio.to_thread(method, *args)
+
+
+@dataclass
+class _InFlight:
+    shard: Shard
+    future: Future[ShardOutcome]
+    #: The display's row of this shard (``detail=False``), else None.
+    row: str | None = None
+    #: The manifest items of the shard (``detail=False``: their records are not on the client).
+    infos: list[DownloadInfo] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    client: Client
+    loop: asyncio.AbstractEventLoop
+    dest: Path
+    settings: Settings
+    detail: bool
+    tracker: Tracker
+    limit: int
+    topic: str = field(default_factory=lambda: f"nbdl-progress-{uuid.uuid4().hex}")
+    in_flight: dict[int, _InFlight] = field(default_factory=dict)
+    done: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
+    kept: dict[int, list[DownloadInfo]] = field(default_factory=dict)
+    summaries: list[ShardSummary] = field(default_factory=list)
+    #: The engine's queue on the client, only to validate and name items (and, with
+    #: ``detail``, to register them with the display): nothing is downloaded through it.
+    names: DownloadManager | None = None
+
+    async def go(self, pending: Iterator[Shard]) -> ClusterResults:
+        # subscribe_topic, unsubscribe_topic and add_done_callback carry no annotations.
+        untyped: Any = self.client
+        untyped.subscribe_topic(self.topic, self._on_event)
+        started = False
+        try:
+            while True:
+                while len(self.in_flight) < self.limit:
+                    shard = next(pending, None)
+                    if shard is None:
+                        break
+                    self._submit(shard)
+                    if not started:
+                        self.tracker.start()
+                        started = True
+                if not self.in_flight:
+                    break
+                await self._collect(await self.done.get())
+        except BaseException:
+            await self._cancel()
+            raise
+        finally:
+            untyped.unsubscribe_topic(self.topic)
+            if started:
+                self.tracker.close()
+        self.summaries.sort(key=lambda s: s.index)
+        items = [info for index in sorted(self.kept) for info in self.kept[index]]
+        return ClusterResults(items, shards=self.summaries, complete=self.detail)
+
+    # -- submitting ------------------------------------------------------------------------
+    def _submit(self, shard: Shard) -> None:
+        infos = self._register(shard)
+        spec = ShardSpec(
+            topic=self.topic,
+            index=shard.index,
+            first=shard.first,
+            items=shard.items,
+            dest=str(self.dest),
+            settings=self.settings,
+            detail=self.detail,
+        )
+        # A coroutine function: the worker awaits it on its event loop, and the future holds
+        # what it returns (distributed's annotation says the coroutine).
+        future: Future[ShardOutcome] = self.client.submit(
+            run_shard,  # type: ignore[arg-type]
+            spec,
+            key=f"nbdl-shard-{self.topic[14:]}-{shard.index}",
+            pure=False,
+        )
+        entry = _InFlight(shard, future)
+        if self.detail:
+            entry.infos = infos
+        else:
+            entry.row = f"nbdl-shard:{shard.index}"
+            self.tracker.register_download(
+                DownloadInfo(url=entry.row, path=self.dest / _shard_label(shard))
+            )
+        self.in_flight[shard.index] = entry
+        index = shard.index
+        untyped: Any = future
+        untyped.add_done_callback(
+            lambda _: self.loop.call_soon_threadsafe(self.done.put_nowait, index)
+        )
+
+    def _register(self, shard: Shard) -> list[DownloadInfo]:
+        """Validate and name the shard's items (a bad one stops the run, naming it)."""
+        if self.detail:
+            if self.names is None:
+                self.names = DownloadManager(dest=self.dest, tracker=self.tracker)
+            names = self.names
+        else:
+            # Names must be unique within a shard; a fresh queue per shard keeps memory bounded.
+            names = DownloadManager(dest=self.dest, tracker=NullTracker())
+        infos = []
+        for position, item in enumerate(shard.items, start=shard.first):
+            try:
+                infos.append(names.add_to_queue(item))
+            except ValueError as exc:
+                raise InvalidConfigError(f"item {position}: {exc}") from None
+        return infos
+
+    # -- progress --------------------------------------------------------------------------
+    def _on_event(self, event: tuple[float, Any]) -> None:
+        # An ordinary client calls this on its own thread: hand the message to our loop.
+        self.loop.call_soon_threadsafe(self._progress, event[1])
+
+    def _progress(self, message: Any) -> None:
+        if not isinstance(message, dict):
+            return
+        entry = self.in_flight.get(message.get("shard", -1))
+        if entry is None:  # the shard's result came first: it is the authority
+            return
+        if entry.row is not None:
+            count = len(entry.shard.items)
+            note = f"{message['completed']:,}/{count:,} files"
+            if message["failed"]:
+                note += f", {message['failed']:,} failed"
+            self.tracker.patch_download(
+                entry.row,
+                PatchDownloadInfo(
+                    status=DownloadStatus.IN_PROGRESS,
+                    bytes_downloaded=message["bytes"],
+                    note=note,
+                ),
+            )
+            return
+        for values in message["files"]:
+            self.tracker.patch_download(values[0], self._patch(values))
+
+    def _patch(self, values: list[Any]) -> PatchDownloadInfo:
+        fields = dict(zip(FILE_FIELDS, values, strict=False))
+        del fields["url"]
+        fields["status"] = DownloadStatus(fields["status"])
+        if fields["error_kind"] is not None:
+            fields["error_kind"] = ErrorKind(fields["error_kind"])
+        # A note that went away (a retry that started) must be cleared, not kept.
+        fields["note"] = fields["note"] or ""
+        return PatchDownloadInfo(path=self.dest / values[len(FILE_FIELDS)], **fields)
+
+    # -- results ---------------------------------------------------------------------------
+    async def _collect(self, index: int) -> None:
+        entry = self.in_flight[index]
+        try:
+            outcome: ShardOutcome = await _call(self.client, entry.future.result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._shard_failed(entry, f"the shard task failed: {type(exc).__name__}: {exc}")
+        else:
+            self._shard_done(entry, outcome)
+        finally:
+            del self.in_flight[index]
+
+    def _shard_done(self, entry: _InFlight, outcome: ShardOutcome) -> None:
+        if self.detail:
+            infos = [info for _, info in outcome.infos]
+            for info in infos:
+                self.tracker.patch_download(info.url, _full_patch(info))
+            self.kept[outcome.index] = infos
+        else:
+            self.kept[outcome.index] = [info for _, info in outcome.infos]
+            self._finish_row(entry, outcome.completed, outcome.failed, outcome.bytes)
+        self.summaries.append(
+            ShardSummary(
+                index=outcome.index,
+                first=outcome.first,
+                count=outcome.count,
+                completed=outcome.completed,
+                failed=outcome.failed,
+                cancelled=outcome.cancelled,
+                bytes=outcome.bytes,
+                seconds=outcome.seconds,
+                worker=outcome.worker,
+                from_record=outcome.from_record,
+            )
+        )
+
+    def _shard_failed(self, entry: _InFlight, error: str) -> None:
+        infos = entry.infos or self._register_again(entry.shard)
+        failed = PatchDownloadInfo(
+            status=DownloadStatus.FAILED, error=error, error_kind=ErrorKind.GENERIC
+        )
+        if self.detail:
+            for info in infos:
+                self.tracker.patch_download(info.url, failed)
+        else:
+            self._finish_row(entry, 0, len(infos), 0, error)
+        self.kept[entry.shard.index] = [info.apply(failed) for info in infos]
+        shard = entry.shard
+        self.summaries.append(
+            ShardSummary(
+                index=shard.index,
+                first=shard.first,
+                count=len(shard.items),
+                completed=0,
+                failed=len(shard.items),
+                cancelled=0,
+                bytes=0,
+                seconds=0.0,
+                worker="",
+                error=error,
+            )
+        )
+
+    def _register_again(self, shard: Shard) -> list[DownloadInfo]:
+        names = DownloadManager(dest=self.dest, tracker=NullTracker())
+        return [names.add_to_queue(item) for item in shard.items]
+
+    def _finish_row(
+        self, entry: _InFlight, completed: int, failed: int, size: int, error: str | None = None
+    ) -> None:
+        assert entry.row is not None
+        count = len(entry.shard.items)
+        if failed and error is None:
+            error = f"{failed:,} of {count:,} files failed"
+        self.tracker.patch_download(
+            entry.row,
+            PatchDownloadInfo(
+                status=DownloadStatus.COMPLETED if completed == count else DownloadStatus.FAILED,
+                bytes_downloaded=size,
+                total_bytes=size,
+                note=f"{completed:,}/{count:,} files",
+                error=error,
+            ),
+        )
+
+    async def _cancel(self) -> None:
+        futures = [entry.future for entry in self.in_flight.values()]
+        cancelled = PatchDownloadInfo(status=DownloadStatus.CANCELLED, error="cancelled")
+        for entry in self.in_flight.values():
+            urls = [entry.row] if entry.row is not None else [i.url for i in entry.infos]
+            for url in urls:
+                self.tracker.patch_download(url, cancelled)
+        if futures:
+            # Shielded: this runs while the cell's task is being cancelled.
+            await asyncio.shield(_call(self.client, self.client.cancel, futures))
+
+
+def _shard_label(shard: Shard) -> str:
+    last = shard.first + len(shard.items) - 1
+    return f"shard {shard.index} (items {shard.first:,}-{last:,})"
+
+
+def _full_patch(info: DownloadInfo) -> PatchDownloadInfo:
+    return PatchDownloadInfo(
+        status=info.status,
+        path=info.path,
+        bytes_downloaded=info.bytes_downloaded,
+        total_bytes=info.total_bytes,
+        attempts=info.attempts,
+        error=info.error,
+        error_kind=info.error_kind,
+        http_status=info.http_status,
+        started_at=info.started_at,
+        finished_at=info.finished_at,
+        resumed_from=info.resumed_from,
+        from_cache=info.from_cache,
+        note=info.note or "",
+        output=info.output,
+        served_by=info.served_by,
+    )
