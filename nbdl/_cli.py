@@ -17,7 +17,7 @@ from typing import NoReturn, TextIO
 
 from ._errors import InvalidConfigError
 from ._manifest import parse_manifest
-from ._models import DownloadInfo, FileConfig
+from ._models import DownloadInfo, FileConfig, Results
 from ._registry import Registry
 from ._tracker import NullTracker, Tracker
 from ._urls import redact_url
@@ -127,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra request header (repeatable)",
     )
     fetch.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786; needs "
+        "nbdl[dask]): the list is split into shards that its workers download; -o must be a "
+        "folder every worker sees at the same path",
+    )
+    fetch.add_argument(
+        "--shard-size",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="items per shard (one Dask task) with --scheduler (default: 10000)",
+    )
+    fetch.add_argument(
         "-q", "--quiet", action="store_true", help="no progress; only failures, on stderr"
     )
     fetch.add_argument(
@@ -183,10 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    items = _items(args)
     headers = dict(_header(text) for text in args.header)
     display: TextIO = sys.stderr if args.json else sys.stdout
     tracker = NullTracker() if args.quiet else terminal_display(display)
+    if args.scheduler is not None:
+        return _report(args, _fetch_on_cluster(args, headers, tracker))
+    items = _items(args)
     from ._fetch import fetch
 
     # asyncio.run turns Ctrl-C into a cancel of fetch (partial files kept, the tracker closed)
@@ -206,6 +222,32 @@ def _fetch(args: argparse.Namespace) -> int:
             max_per_host=args.max_per_host,
         )
     )
+    return _report(args, results)
+
+
+def _fetch_on_cluster(
+    args: argparse.Namespace, headers: dict[str, str], tracker: Tracker
+) -> Results:
+    """``--scheduler``: the same download on a Dask cluster (see ``nbdl.distributed``)."""
+    try:
+        from .distributed._cli import SchedulerUnreachable, fetch_on_cluster
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    # One plain manifest file streams from disk (a huge list is never read whole); anything
+    # else (URLs, several lists, registries) is read here as without --scheduler.
+    streamed = (
+        len(args.input) == 1
+        and args.input[0] != "-"
+        and not (args.urls or args.base_url or args.extract or args.checksum)
+    )
+    items = None if streamed else _items(args)
+    try:
+        return fetch_on_cluster(args, items, headers, tracker)
+    except SchedulerUnreachable as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _report(args: argparse.Namespace, results: Results) -> int:
     if args.json:
         for index, info in enumerate(results):
             print(json.dumps(result_record(index, info)), flush=True)

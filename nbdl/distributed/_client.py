@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distributed import Client, Future
+from distributed.client import FutureCancelledError
 
 from .._errors import ErrorKind, InvalidConfigError
 from .._extract import ExtractLimits
@@ -35,6 +36,9 @@ from ._stream import Item, Manifest, Shard, is_manifest_path, read_items, shards
 DEFAULT_SHARD_SIZE = 10_000
 #: ``keep="auto"`` keeps every file's record up to this many items, only failures beyond.
 KEEP_ALL_UP_TO = 100_000
+#: Submissions of one shard at most: a lost worker costs one (Dask itself also retries a task
+#: whose worker died, up to distributed.scheduler.allowed-failures).
+SHARD_ATTEMPTS = 3
 Keep = Literal["auto", "all", "failures"]
 
 
@@ -166,21 +170,24 @@ class _Reread:
         return read_items(self.manifest)
 
 
-async def _call(client: Client, method: Callable[..., Any], *args: Any) -> Any:
-    """``method(*args)`` of ``client``: awaited on an asynchronous client, else in a thread.
+async def _call(client: Client, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``method(*args, **kwargs)`` of ``client``: awaited, or run in a thread.
 
     An ordinary client blocks while its own loop thread works; a thread keeps ours running.
     """
     if client.asynchronous:
-        result = method(*args)
+        result = method(*args, **kwargs)
         return await result if inspect.isawaitable(result) else result
-    return await asyncio.to_thread(method, *args)
+    return await asyncio.to_thread(method, *args, **kwargs)
 
 
 @dataclass
 class _InFlight:
     shard: Shard
     future: Future[ShardOutcome]
+    #: Runs of this shard so far: a shard whose worker (and so its scattered items) was lost
+    #: is submitted again, up to SHARD_ATTEMPTS times.
+    attempts: int = 1
     #: The display's row of this shard (``detail=False``), else None.
     row: str | None = None
     #: The manifest items of the shard (``detail=False``: their records are not on the client).
@@ -216,7 +223,7 @@ class _Run:
                     shard = next(pending, None)
                     if shard is None:
                         break
-                    self._submit(shard)
+                    await self._submit(shard)
                     if not started:
                         self.tracker.start()
                         started = True
@@ -235,26 +242,9 @@ class _Run:
         return ClusterResults(items, shards=self.summaries, complete=self.detail)
 
     # -- submitting ------------------------------------------------------------------------
-    def _submit(self, shard: Shard) -> None:
+    async def _submit(self, shard: Shard) -> None:
         infos = self._register(shard)
-        spec = ShardSpec(
-            topic=self.topic,
-            index=shard.index,
-            first=shard.first,
-            items=shard.items,
-            dest=str(self.dest),
-            settings=self.settings,
-            detail=self.detail,
-        )
-        # A coroutine function: the worker awaits it on its event loop, and the future holds
-        # what it returns (distributed's annotation says the coroutine).
-        future: Future[ShardOutcome] = self.client.submit(
-            run_shard,  # type: ignore[arg-type]
-            spec,
-            key=f"nbdl-shard-{self.topic[14:]}-{shard.index}",
-            pure=False,
-        )
-        entry = _InFlight(shard, future)
+        entry = _InFlight(shard, await self._task(shard))
         if self.detail:
             entry.infos = infos
         else:
@@ -263,11 +253,34 @@ class _Run:
                 DownloadInfo(url=entry.row, path=self.dest / _shard_label(shard))
             )
         self.in_flight[shard.index] = entry
+
+    async def _task(self, shard: Shard) -> Future[ShardOutcome]:
+        """Scatter the shard's items to a worker and submit the task that downloads them."""
+        spec = ShardSpec(
+            topic=self.topic,
+            index=shard.index,
+            first=shard.first,
+            dest=str(self.dest),
+            settings=self.settings,
+            detail=self.detail,
+        )
+        # Scattered, the items reach a worker once and the scheduler's logs hold only a key.
+        (items,) = await _call(self.client, self.client.scatter, [shard.items], hash=False)
+        # A coroutine function: the worker awaits it on its event loop, and the future holds
+        # what it returns (distributed's annotation says the coroutine).
+        future: Future[ShardOutcome] = self.client.submit(
+            run_shard,  # type: ignore[arg-type]
+            spec,
+            items,
+            key=f"nbdl-shard-{self.topic[14:]}-{shard.index}-{uuid.uuid4().hex[:8]}",
+            pure=False,
+        )
         index = shard.index
         untyped: Any = future
         untyped.add_done_callback(
             lambda _: self.loop.call_soon_threadsafe(self.done.put_nowait, index)
         )
+        return future
 
     def _register(self, shard: Shard) -> list[DownloadInfo]:
         """Validate and name the shard's items (a bad one stops the run, naming it)."""
@@ -329,14 +342,25 @@ class _Run:
         entry = self.in_flight[index]
         try:
             outcome: ShardOutcome = await _call(self.client, entry.future.result)
+        except FutureCancelledError as exc:  # a CancelledError, but not ours: its data was lost
+            problem: BaseException | None = exc
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._shard_failed(entry, f"the shard task failed: {type(exc).__name__}: {exc}")
+            problem = exc
         else:
+            problem = None
+        if problem is None:
             self._shard_done(entry, outcome)
-        finally:
-            del self.in_flight[index]
+        elif entry.attempts < SHARD_ATTEMPTS:
+            # Idempotent: files done cost nothing, .part files resume.
+            entry.attempts += 1
+            entry.future = await self._task(entry.shard)
+            return
+        else:
+            error = f"the shard task failed: {type(problem).__name__}: {problem}"
+            self._shard_failed(entry, error)
+        del self.in_flight[index]
 
     def _shard_done(self, entry: _InFlight, outcome: ShardOutcome) -> None:
         if self.detail:

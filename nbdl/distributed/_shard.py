@@ -88,28 +88,27 @@ class Settings:
 
 @dataclass(frozen=True, slots=True)
 class ShardSpec:
-    """One shard task: its items, where they go, and where its progress is published."""
+    """One shard task, but its items: they travel as scattered data (see ``run_shard``)."""
 
     topic: str
     index: int
     first: int
-    items: list[Item]
     dest: str
     settings: Settings
     #: True: per-file progress and every file's DownloadInfo come back; False: counts and the
     #: files that did not complete (a huge run keeps no million records on the client).
     detail: bool
 
-    @property
-    def key(self) -> str:
-        """A digest of the shard's items and folder: the name of its record."""
-        digest = hashlib.sha256(self.dest.encode())
-        for item in self.items:
-            if isinstance(item, str):
-                digest.update(b"\0u" + item.encode())
-            else:
-                digest.update(b"\0c" + json.dumps(asdict(item), sort_keys=True).encode())
-        return digest.hexdigest()[:32]
+
+def shard_key(dest: str, items: Sequence[Item]) -> str:
+    """A digest of a shard's items and folder: the name of its record."""
+    digest = hashlib.sha256(dest.encode())
+    for item in items:
+        if isinstance(item, str):
+            digest.update(b"\0u" + item.encode())
+        else:
+            digest.update(b"\0c" + json.dumps(asdict(item), sort_keys=True).encode())
+    return digest.hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,14 +247,19 @@ def _sender(topic: str) -> Callable[[Any], None]:
 
 
 # -- the task ---------------------------------------------------------------------------------
-async def run_shard(spec: ShardSpec) -> ShardOutcome:
-    """Download one shard on this worker's event loop (a Dask task that is a coroutine)."""
+async def run_shard(spec: ShardSpec, items: list[Item]) -> ShardOutcome:
+    """Download one shard on this worker's event loop (a Dask task that is a coroutine).
+
+    ``items`` come as a scattered future, not inside the task: the scheduler keeps its recent
+    messages to workers (1000 per worker), and a million URLs must not stay in them.
+    """
     started = time.monotonic()
+    key = shard_key(spec.dest, items)
     dest = Path(spec.dest)
     send = _sender(spec.topic)
     worker = _worker_name()
     if not spec.settings.overwrite:
-        recorded = _outcome_from_record(spec, dest, worker)
+        recorded = _outcome_from_record(spec, items, key, worker)
         if recorded is not None:
             send({"shard": spec.index, "completed": recorded.count, "failed": 0, "active": 0,
                   "bytes": recorded.bytes, "files": []})  # fmt: skip
@@ -265,7 +269,7 @@ async def run_shard(spec: ShardSpec) -> ShardOutcome:
     # with those settings is handed to the manager that runs.
     session = _shared_session(spec.settings.manager(dest, progress, None))
     manager = spec.settings.manager(dest, progress, session)
-    queue_all(manager, spec.items)
+    queue_all(manager, items)
     publisher = asyncio.create_task(_publish(progress, spec, send))
     try:
         async with manager:
@@ -278,7 +282,7 @@ async def run_shard(spec: ShardSpec) -> ShardOutcome:
     if final is not None:
         send(final)
     outcome = _outcome(spec, results, time.monotonic() - started, worker)
-    _save_record(dest, spec, outcome, results)
+    _save_record(dest, spec, key, outcome, results)
     return outcome
 
 
@@ -327,13 +331,13 @@ def _open_shards_dir(dest: Path, *, create: bool) -> int:
 
 
 def _save_record(
-    dest: Path, spec: ShardSpec, outcome: ShardOutcome, results: Sequence[DownloadInfo]
+    dest: Path, spec: ShardSpec, key: str, outcome: ShardOutcome, results: Sequence[DownloadInfo]
 ) -> None:
     """Write the shard's outcome atomically (a fresh temporary name, then ``os.replace``)."""
     done = outcome.completed == outcome.count
     record: dict[str, object] = {
         "version": _RECORD_VERSION,
-        "key": spec.key,
+        "key": key,
         "index": spec.index,
         "first": spec.first,
         "count": outcome.count,
@@ -356,7 +360,7 @@ def _save_record(
     }
     folder = _open_shards_dir(dest, create=True)
     try:
-        name = f"{spec.key}.json"
+        name = f"{key}.json"
         tmp = f"{name}.{secrets.token_hex(6)}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o644, dir_fd=folder)
@@ -391,16 +395,19 @@ def load_record(dest: Path, key: str) -> dict[str, Any] | None:
     return data
 
 
-def _outcome_from_record(spec: ShardSpec, dest: Path, worker: str) -> ShardOutcome | None:
-    record = load_record(dest, spec.key)
+def _outcome_from_record(
+    spec: ShardSpec, items: list[Item], key: str, worker: str
+) -> ShardOutcome | None:
+    dest = Path(spec.dest)
+    record = load_record(dest, key)
     if record is None or record.get("status") != "done":
         return None
     files = record.get("files")
-    if not isinstance(files, list) or len(files) != len(spec.items):
+    if not isinstance(files, list) or len(files) != len(items):
         return None
     infos: list[tuple[int, DownloadInfo]] = []
     total = 0
-    for position, (item, entry) in enumerate(zip(spec.items, files, strict=True)):
+    for position, (item, entry) in enumerate(zip(items, files, strict=True)):
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
             return None
         name, size = entry
@@ -425,8 +432,8 @@ def _outcome_from_record(spec: ShardSpec, dest: Path, worker: str) -> ShardOutco
     return ShardOutcome(
         index=spec.index,
         first=spec.first,
-        count=len(spec.items),
-        completed=len(spec.items),
+        count=len(items),
+        completed=len(items),
         failed=0,
         cancelled=0,
         bytes=total,
