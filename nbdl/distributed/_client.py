@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import pickle
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from distributed.client import FutureCancelledError
 from .._errors import ErrorKind, InvalidConfigError
 from .._extract import ExtractLimits
 from .._fetch import TrackerChoice, check_settings
-from .._manager import DownloadManager
+from .._manager import DownloadManager, queue_all
 from .._models import DownloadInfo, DownloadStatus, PatchDownloadInfo, check_int
 from .._processors import Processor
 from .._select import resolve_tracker
@@ -36,6 +38,7 @@ from ._stream import Item, Manifest, Shard, is_manifest_path, read_items, shards
 DEFAULT_SHARD_SIZE = 10_000
 #: ``keep="auto"`` keeps every file's record up to this many items, only failures beyond.
 KEEP_ALL_UP_TO = 100_000
+_ITEM = re.compile(r"^item (\d+):")
 #: Submissions of one shard at most: a lost worker costs one (Dask itself also retries a task
 #: whose worker died, up to distributed.scheduler.allowed-failures).
 SHARD_ATTEMPTS = 3
@@ -264,8 +267,10 @@ class _Run:
             settings=self.settings,
             detail=self.detail,
         )
-        # Scattered, the items reach a worker once and the scheduler's logs hold only a key.
-        (items,) = await _call(self.client, self.client.scatter, [shard.items], hash=False)
+        # Scattered, the items reach a worker once and the scheduler's logs hold only a key;
+        # pickled first, they are one frame (scatter would serialise a list item by item).
+        payload = pickle.dumps(shard.items, protocol=pickle.HIGHEST_PROTOCOL)
+        (items,) = await _call(self.client, self.client.scatter, [payload], hash=False)
         # A coroutine function: the worker awaits it on its event loop, and the future holds
         # what it returns (distributed's annotation says the coroutine).
         future: Future[ShardOutcome] = self.client.submit(
@@ -283,18 +288,26 @@ class _Run:
         return future
 
     def _register(self, shard: Shard) -> list[DownloadInfo]:
-        """Validate and name the shard's items (a bad one stops the run, naming it)."""
-        if self.detail:
-            if self.names is None:
-                self.names = DownloadManager(dest=self.dest, tracker=self.tracker)
-            names = self.names
-        else:
-            # Names must be unique within a shard; a fresh queue per shard keeps memory bounded.
-            names = DownloadManager(dest=self.dest, tracker=NullTracker())
+        """Validate and name the shard's items (a bad one stops the run, naming it).
+
+        With ``detail`` one queue for the whole run registers every item with the display (and
+        finds two items with one name anywhere in the manifest); else a fresh queue per shard
+        keeps memory bounded, and names must be unique within a shard.
+        """
+        if not self.detail:
+            try:
+                queue_all(DownloadManager(dest=self.dest, tracker=NullTracker()), shard.items)
+            except InvalidConfigError as exc:
+                # queue_all counts from the shard's first item; say which manifest item it is.
+                message = _ITEM.sub(lambda m: f"item {int(m[1]) + shard.first}:", str(exc), 1)
+                raise InvalidConfigError(message) from None
+            return []
+        if self.names is None:
+            self.names = DownloadManager(dest=self.dest, tracker=self.tracker)
         infos = []
         for position, item in enumerate(shard.items, start=shard.first):
             try:
-                infos.append(names.add_to_queue(item))
+                infos.append(self.names.add_to_queue(item))
             except ValueError as exc:
                 raise InvalidConfigError(f"item {position}: {exc}") from None
         return infos
@@ -414,6 +427,7 @@ class _Run:
         )
 
     def _register_again(self, shard: Shard) -> list[DownloadInfo]:
+        """The shard's items as records (not kept on the client without ``detail``)."""
         names = DownloadManager(dest=self.dest, tracker=NullTracker())
         return [names.add_to_queue(item) for item in shard.items]
 

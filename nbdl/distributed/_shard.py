@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import json
 import os
+import pickle
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -247,13 +248,15 @@ def _sender(topic: str) -> Callable[[Any], None]:
 
 
 # -- the task ---------------------------------------------------------------------------------
-async def run_shard(spec: ShardSpec, items: list[Item]) -> ShardOutcome:
+async def run_shard(spec: ShardSpec, payload: bytes) -> ShardOutcome:
     """Download one shard on this worker's event loop (a Dask task that is a coroutine).
 
-    ``items`` come as a scattered future, not inside the task: the scheduler keeps its recent
-    messages to workers (1000 per worker), and a million URLs must not stay in them.
+    The items come pickled, as scattered data, not inside the task: the scheduler keeps its
+    recent messages to workers (1000 per worker), and a million URLs must not stay in them.
     """
     started = time.monotonic()
+    # The client pickled them (as Dask pickles every task): the same trust as the task itself.
+    items: list[Item] = pickle.loads(payload)
     key = shard_key(spec.dest, items)
     dest = Path(spec.dest)
     send = _sender(spec.topic)
