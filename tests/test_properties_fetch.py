@@ -107,6 +107,8 @@ def test_any_content_disposition_lands_inside_dest(
     ).map("".join)
 )
 @example("%2e%2e%2F%2e%2e%2Fescape")
+@example("a" * 300 + ".bin")  # 304 bytes: over ext4's 255
+@example("%C3%A9" * 300 + ".csv")  # 604 bytes of UTF-8
 @example("nul")
 def test_any_url_path_lands_inside_dest(
     shared_server: LocalServer, tmp_path_factory: pytest.TempPathFactory, segment: str
