@@ -54,7 +54,7 @@ def _guess_format(text: str, source: str) -> str:
     stripped = text.lstrip()
     if stripped.startswith(("[", "{")):
         return "json"
-    for line in stripped.splitlines():
+    for line in _lines(stripped):
         line = line.strip()
         if line and not line.startswith("#"):
             try:
@@ -63,6 +63,12 @@ def _guess_format(text: str, source: str) -> str:
                 return "text"
             return "csv" if "url" in columns and len(columns) > 1 else "text"
     return "text"
+
+
+def _lines(text: str) -> list[str]:
+    # The lines an editor shows, as Path.read_text makes them: str.splitlines also breaks at
+    # form feeds, U+0085 and U+2028, which a comment may hold; and line numbers must match.
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _config(values: Mapping[str, Any], where: str) -> FileConfig:
@@ -81,7 +87,7 @@ def _as_int(name: str, value: str, where: str) -> int:
 
 def _parse_text(text: str, source: str) -> list[FileConfig]:
     configs = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_lines(text), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
