@@ -380,6 +380,24 @@ def test_any_manifest_gives_configs_or_a_located_error(text: str, suffix: str) -
         assert _LINE_OR_ITEM.match(message), message
 
 
+_COMMENTS = st.text(st.characters(exclude_characters="\r\n")).map(lambda text: f"# {text}")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.one_of(_COMMENTS, st.just(""), st.just("  http://h/a.bin  ")), max_size=8),
+    st.sampled_from(["\n", "\r\n", "\r"]),
+)
+@example(["# note\u2028more"], "\n")
+@example(["# form\x0cfeed", "# next\x85line"], "\n")
+def test_text_manifest_errors_name_the_line_an_editor_shows(lines: list[str], eol: str) -> None:
+    """Comments may hold any character; a bad line is named by its number in the file."""
+    text = eol.join([*lines, "not-a-url", "http://h/b.bin"])
+    with pytest.raises(InvalidConfigError, match=rf"^m\.txt line {len(lines) + 1}: "):
+        parse_manifest(text, "m.txt")
+    assert len(parse_manifest(eol.join(lines), "m.txt")) == lines.count("  http://h/a.bin  ")
+
+
 @pytest.mark.parametrize(
     ("text", "suffix", "message"),
     [
