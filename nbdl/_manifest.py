@@ -37,6 +37,9 @@ def parse_manifest(text: str, source: str, fmt: str | None = None) -> list[FileC
 
     Raises ``InvalidConfigError`` naming ``source`` and the bad line.
     """
+    # Windows tools start UTF-8 with a byte order mark; read_text("utf-8-sig") drops it from a
+    # file, but standard input and callers keep it.
+    text = text.removeprefix("\ufeff")
     if fmt is None:
         fmt = _guess_format(text, source)
     if fmt == "json":
