@@ -415,6 +415,14 @@ def test_manifest_errors_found_by_the_properties(text: str, suffix: str, message
         parse_manifest(text, f"m.{suffix}")
 
 
+@pytest.mark.parametrize(
+    "text", ["url,filename\nhttp://h/a,b\n", '["http://h/a"]', "http://h/a filename=b"]
+)
+def test_manifest_from_stdin_may_start_with_a_byte_order_mark(text: str) -> None:
+    """A BOM (Windows tools write one; stdin keeps it) no longer turns the header into a URL."""
+    assert parse_manifest("\ufeff" + text, "<stdin>") == parse_manifest(text, "<stdin>")
+
+
 def test_csv_segments_column_is_a_number() -> None:
     """A CSV segments column is read as an int (it was passed on as text, always refused)."""
     [config] = parse_manifest("url,segments\nhttp://h/a,4\n", "m.csv")
@@ -517,10 +525,10 @@ def _json_manifest(configs: list[FileConfig]) -> str:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(TEXT_CONFIGS, max_size=4))
-def test_text_manifest_round_trip(configs: list[FileConfig]) -> None:
+@given(st.lists(TEXT_CONFIGS, max_size=4), st.sampled_from(["", "\ufeff"]))
+def test_text_manifest_round_trip(configs: list[FileConfig], bom: str) -> None:
     """A text manifest written from FileConfigs parses back to the same FileConfigs."""
-    assert parse_manifest(_text_manifest(configs), "m.txt") == configs
+    assert parse_manifest(bom + _text_manifest(configs), "m.txt") == configs
 
 
 @settings(max_examples=150, deadline=None)
