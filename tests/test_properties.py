@@ -7,6 +7,7 @@ these properties found, so they stay fixed even if the generators change.
 from __future__ import annotations
 
 import csv
+import email.utils
 import io
 import json
 import re
@@ -22,6 +23,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from nbdl import FileConfig, InvalidConfigError
+from nbdl._errors import parse_retry_after
 from nbdl._headers import parse_content_range
 from nbdl._manifest import parse_manifest
 from nbdl._naming import (
@@ -200,7 +202,7 @@ def test_names_from_urls_are_safe(url: str) -> None:
     assert_safe_name(fallback_name(url))
 
 
-# -- Content-Range ----------------------------------------------------------------------------
+# -- Content-Range and Retry-After -------------------------------------------------------------
 
 
 @settings(max_examples=500, deadline=None)
@@ -252,6 +254,32 @@ def test_content_range_needs_ascii_digits() -> None:
     assert parse_content_range("bytes \u0661-\u0662/\u0663") is None
     assert parse_content_range("bytes\u00a00-1/2") is None
     assert parse_content_range("bytes 0-1/2") == (0, 1, 2)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.text(),
+        st.text("0123456789\u00b2\u0661 ,:+-GMTMonDecJan", max_size=40),
+        st.builds(email.utils.formatdate, st.floats(0, 2.5e11), usegmt=st.booleans()),
+    )
+)
+@example("\u00b2")
+@example("Mon, 01 Jan 99999 00:00:00 GMT")
+def test_retry_after_never_raises(value: str) -> None:
+    """Any Retry-After value gives None or a wait >= 0 (a 503 with "²" failed as "unexpected")."""
+    wait = parse_retry_after(value, now=1_700_000_000)
+    assert wait is None or wait >= 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10**6), st.sampled_from(["{}", " {} ", "{}\t"]))
+def test_retry_after_seconds_round_trip(seconds: int, form: str) -> None:
+    """Delta-seconds, however spaced, are read as they are; HTTP dates as seconds from now."""
+    assert parse_retry_after(form.format(seconds)) == seconds
+    now = 1_700_000_000
+    date = email.utils.formatdate(now + seconds, usegmt=True)
+    assert parse_retry_after(date, now=now) == seconds
 
 
 # -- URLs -------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import nbdl
 from nbdl import DownloadStatus, ErrorKind, InvalidConfigError
 from nbdl.testing import LocalServer
+from tests.conftest import FAST_RETRY
 from tests.test_properties import NAMES, assert_safe_name
 
 SIZE = 10
@@ -165,3 +166,11 @@ def test_undecodable_header_bytes_name_the_file_as_latin_1(tmp_path: Path) -> No
     info = _fetch_from_raw_server(header, tmp_path)
     assert info.status is DownloadStatus.COMPLETED, info.error
     assert (tmp_path / "d" / "caf\u00e9.txt").read_bytes() == b"x" * SIZE
+
+
+def test_a_non_ascii_retry_after_is_ignored(server: LocalServer, dest: Path) -> None:
+    """A 503 with "Retry-After: ²" is retried (float("²") raised: "unexpected error", no retry)."""
+    url = server.url("/data/r.bin", size=SIZE, fail="503", retry_after="\u00b2")
+    [info] = nbdl.fetch_sync([url], dest, tracker="none", retries=FAST_RETRY)
+    assert info.status is DownloadStatus.COMPLETED, info.error
+    assert info.attempts == 2
