@@ -40,7 +40,8 @@ def sanitize_filename(name: str) -> str:
 def _needs_mark(name: str) -> bool:
     # A device (Windows ignores spaces before the extension: "nul .txt" is one), or a name that
     # could be the partial file of another download.
-    return name.split(".")[0].rstrip(" ").lower() in _RESERVED or name.lower().endswith(_PART)
+    stem = name.split(".", 1)[0].rstrip(" ").lower()
+    return stem in _RESERVED or name[-len(_PART) :].lower() == _PART
 
 
 def _sanitize(name: str) -> str:

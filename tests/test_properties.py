@@ -202,7 +202,7 @@ def test_names_from_urls_are_safe(url: str) -> None:
     assert_safe_name(fallback_name(url))
 
 
-# -- Content-Range and Retry-After -------------------------------------------------------------
+# -- Content-Range and Retry-After ------------------------------------------------------------
 
 
 @settings(max_examples=500, deadline=None)
