@@ -31,7 +31,8 @@ __all__ = ["parse_manifest"]
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(FileConfig))
 _INT_FIELDS = ("priority", "size_bytes", "segments")
-_TEXT_OPTIONS = ("filename", "priority", "checksum", "mirrors")
+_TEXT_OPTIONS = ("filename", "priority", "checksum", "mirrors", "extract", "extract_to")
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 def parse_manifest(text: str, source: str, fmt: str | None = None) -> list[FileConfig]:
@@ -96,6 +97,11 @@ def _field_value(name: str, text: str, where: str) -> object:
         return _as_int(name, text, where)
     if name == "mirrors":  # URLs hold no whitespace, so spaces separate them
         return text.split()
+    if name == "extract":
+        flag = _BOOLEANS.get(text.strip().lower())
+        if flag is None:
+            raise InvalidConfigError(f"{where}: extract must be true or false, got {text!r}")
+        return flag
     return text
 
 
