@@ -17,6 +17,7 @@ from ._errors import (
     ProcessingError,
     TooManyRedirectsError,
 )
+from ._extract import ExtractLimits
 from ._fetch import fetch
 from ._jobs import DownloadJob, start
 from ._manager import DownloadManager
@@ -39,6 +40,7 @@ __all__ = [
     "DownloadTracker",
     "DownloadWorker",
     "ErrorKind",
+    "ExtractLimits",
     "ExtractionError",
     "FileConfig",
     "FileSystemError",

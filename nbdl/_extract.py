@@ -270,9 +270,9 @@ def default_target(name: str) -> str:
         before, dot, _ = name.rpartition(".")
         stem = before if dot else f"{name}_extracted"
     target = sanitize_filename(stem)
-    if not target or target == name:
+    if target == name:
         target = sanitize_filename(f"{name}_extracted")
-    if not target or target == name:
+    if not target or target == name:  # nothing usable left, or cut back to the name
         target = "extracted"
     return target
 
@@ -727,12 +727,7 @@ class _Job:
         """A hard link to a regular file extracted before it (tar's only kind of hard link)."""
         if not parts:
             self.unsafe(member, "a hard link without a name")
-        try:
-            source = _safe_parts(target, backslash_is_separator=False)
-        except _Unsafe as exc:
-            self.unsafe(member, f"hard link to {_show(target)}: {exc}")
-        if not source:
-            self.unsafe(member, "a hard link to the folder itself")
+        source = self.hardlink_source(member, target)
         self._no_link_on_the_way(member, parts)
         if any(source[:end] in self._links for end in range(1, len(source) + 1)):
             self.unsafe(member, f"hard link to or through the symlink {_show(target)}")
@@ -748,6 +743,15 @@ class _Job:
             return
         self._clear(member, path)
         os.link(self.path_of(source), path, follow_symlinks=False)
+
+    def hardlink_source(self, member: str, target: str) -> tuple[str, ...]:
+        try:
+            source = _safe_parts(target, backslash_is_separator=False)
+        except _Unsafe as exc:
+            self.unsafe(member, f"hard link to {_show(target)}: {exc}")
+        if not source:
+            self.unsafe(member, "a hard link to the folder itself")
+        return source
 
     def add_symlink(self, member: str, parts: tuple[str, ...], target: str) -> None:
         """Remember a symlink; it is created by ``finish`` once nothing else will be written."""
@@ -939,6 +943,10 @@ def _extract_tar_member(
         job.unsafe(name, str(exc))
     if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
         job.unsafe(name, "a device file, fifo or unknown type")
+    if member.issym():
+        job.add_symlink(name, parts, member.linkname)  # checks it; makes it at the very end
+    elif member.islnk():
+        job.hardlink_source(name, member.linkname)
     if data_filter is not None:
         # A second opinion on every member: tarfile's own rules for data archives (PEP 706).
         try:
@@ -949,7 +957,7 @@ def _extract_tar_member(
     if member.isdir():
         job.add_dir(name, parts, member.mode, mtime)
     elif member.issym():
-        job.add_symlink(name, parts, member.linkname)
+        pass  # recorded above
     elif member.islnk():
         job.add_hardlink(name, parts, member.linkname)
     else:

@@ -17,6 +17,7 @@ EXPECTED_ALL = [
     "DownloadTracker",
     "DownloadWorker",
     "ErrorKind",
+    "ExtractLimits",
     "ExtractionError",
     "FileConfig",
     "FileSystemError",
