@@ -429,7 +429,8 @@ def _try_lock(fd: int) -> bool:
 
 def _lock_target(path: Path, cancel: threading.Event | None, name: str) -> int:
     """Open and lock ``path`` (created if missing, never deleted), waiting for the holder."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o644)
     delay = 0.01
     try:
         while not _try_lock(fd):
@@ -1084,8 +1085,11 @@ def extract(
     final = dest / target
     try:
         (dest / STATE_DIR / MARKER_DIR).mkdir(parents=True, exist_ok=True)
-        if os.path.lexists(final) and os.path.samefile(final, archive):
-            raise InvalidConfigError(f"extraction target {target!r} is the archive itself")
+        source = os.stat(archive)  # a missing archive is reported here
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(final)
+            if (st.st_dev, st.st_ino) == (source.st_dev, source.st_ino):
+                raise InvalidConfigError(f"extraction target {target!r} is the archive itself")
         lock = _lock_target(dest / STATE_DIR / MARKER_DIR / f"{target}.lock", cancel, name)
     except OSError as exc:
         raise ExtractionError(f"cannot extract {_show(name)} into {dest}: {_reason(exc)}") from None

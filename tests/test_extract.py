@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import math
 import os
@@ -552,6 +553,13 @@ def test_the_archive_itself_cannot_be_the_target(data: Path) -> None:
     assert archive.read_bytes() == compress(b"x", "gz")
 
 
+def test_a_missing_archive_is_an_extraction_error(data: Path) -> None:
+    """An archive that is not there gives a one-line ExtractionError, and nothing is created."""
+    with pytest.raises(ExtractionError, match="No such file"):
+        extract(data / "archive.tar", data, "out")
+    assert leftovers(data) == []
+
+
 # --- broken archives -------------------------------------------------------------------------
 
 
@@ -573,6 +581,19 @@ def test_corrupt_archive_is_a_one_line_extraction_error(data: Path, kind: str) -
     archive = data / "archive.bin"
     archive.write_bytes(content)
     assert "broken" in refused(archive, data)
+
+
+def test_a_giant_tar_header_is_refused(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pax header bigger than the header limit (a memory bomb) is refused while it streams."""
+    monkeypatch.setattr(_extract, "_MAX_TAR_HEADER", 1 << 20)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("f")
+        info.pax_headers = {"comment": "x" * (4 << 20)}
+        tar.addfile(info, io.BytesIO(b""))
+    archive = data / "archive.tar.gz"
+    archive.write_bytes(compress(buffer.getvalue(), "gz"))
+    assert "tar header is larger than 1 MiB" in refused(archive, data)
 
 
 def test_damaged_zip_member_fails_its_crc(data: Path) -> None:
