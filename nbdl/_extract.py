@@ -435,7 +435,7 @@ def _lock_target(path: Path, cancel: threading.Event | None, name: str) -> int:
     try:
         while not _try_lock(fd):
             if cancel is not None and cancel.wait(delay):
-                raise ExtractCancelled(f"extraction of {name} cancelled")
+                raise ExtractCancelled(f"extraction of {_show(name)} cancelled")
             if cancel is None:
                 time.sleep(delay)
             delay = min(delay * 2, 0.2)
@@ -455,9 +455,13 @@ class _WorkDir:
     def __init__(self, dest: Path) -> None:
         for _ in range(100):
             path = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=dest))
-            fd = _open_dir(path)
-            # A cleaner may lock and delete the new folder before we lock it: if we lose that
-            # race, or the folder is gone once we have the lock, it is the cleaner's; start over.
+            # Another thread's or process's cleanup may lock and delete the new folder before
+            # we lock it: if it is gone before we open it, or we lose the race for the lock, or
+            # it is gone once we have the lock, it was the cleaner's; start over.
+            try:
+                fd = _open_dir(path)
+            except FileNotFoundError:
+                continue
             if fd is None or (_try_lock(fd) and _same_file(path, fd)):
                 self.path = path
                 self._fd = fd
@@ -761,8 +765,10 @@ class _Job:
         self._no_link_on_the_way(member, parts)
         if not target or "\x00" in target:
             self.unsafe(member, "a symlink with an empty target")
-        if target.startswith("/") or "\\" in target or _has_drive(target):
+        if target.startswith("/") or _has_drive(target):
             self.unsafe(member, f"symlink to the absolute path {_show(target)}")
+        if "\\" in target:  # a separator on Windows, where the result may be copied
+            self.unsafe(member, f"backslash in the symlink target {_show(target)}")
         depth = len(parts) - 1
         for part in target.split("/"):
             if part == "..":

@@ -238,6 +238,8 @@ HOSTILE_TARS = {
     "backslash": ([file("..\\..\\escaped", b"x")], "backslash"),
     "symlink-out": ([symlink("link", "../../..")], "outside the folder"),
     "symlink-absolute": ([symlink("link", "/etc")], "absolute path"),
+    "symlink-backslash": ([symlink("link", "..\\..\\etc")], "backslash"),
+    "symlink-drive": ([symlink("link", "C:/Windows")], "absolute path"),
     "hardlink-out": ([hardlink("link", "../../escaped")], "'..'"),
     "hardlink-absolute": ([hardlink("link", "/etc/passwd")], "absolute path"),
     "hardlink-to-symlink": (
@@ -667,6 +669,28 @@ def test_threads_extracting_the_same_archive_all_succeed(data: Path) -> None:
     assert leftovers(data) == ["copy0", "copy1", "out"]
 
 
+def test_threads_on_different_targets_do_not_clean_each_other(tmp_path: Path) -> None:
+    """A thread's cleanup never removes another live thread's new work folder (a real race)."""
+    archive = write_tar(tmp_path / "archive.tar", [file(f"f{i}", b"x" * 100) for i in range(20)])
+    for round_ in range(4):
+        dest = tmp_path / f"round{round_}"
+        errors: list[BaseException] = []
+
+        def run(i: int, dest: Path = dest, errors: list[BaseException] = errors) -> None:
+            try:
+                extract(archive, dest, f"t{i}")
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert leftovers(dest) == [f"t{i}" for i in range(6)]
+
+
 SCRIPT = textwrap.dedent(
     """
     import sys, time
@@ -737,7 +761,7 @@ def test_two_processes_extracting_at_once_both_succeed(tmp_path: Path, data: Pat
     archive = write_tar(
         data / "archive.tar.gz", [file(f"z{i}", bytes(1 << 20)) for i in range(6)], "gz"
     )
-    children = [run_script(archive, data, tmp_path / f"started{i}", 0.02) for i in range(2)]
+    children = [run_script(archive, data, tmp_path / f"started{i}", 0.05) for i in range(2)]
     outputs = [child.communicate(timeout=60) for child in children]
     assert [child.returncode for child in children] == [0, 0], outputs
     assert [out.strip() for out, _ in outputs] == [str(data / "out")] * 2
