@@ -41,7 +41,7 @@ PER_WORKER = 16
 
 
 # -- the client process (``--client ADDRESS``) --------------------------------------------------
-async def client_main(address: str, listing: str, dest: str, shard_size: int) -> None:
+async def client_main(address: str, listing: str, dest: str, shard_size: int, keep: str) -> None:
     from distributed import Client
 
     import nbdl.distributed
@@ -55,6 +55,7 @@ async def client_main(address: str, listing: str, dest: str, shard_size: int) ->
             client=client,
             shard_size=shard_size,
             tracker="none",
+            keep=keep,  # type: ignore[arg-type]  (checked by fetch)
             max_workers=PER_WORKER,
             # One local host here: a cluster-wide cap that leaves each worker its 16.
             max_per_host=PER_WORKER * workers,
@@ -159,9 +160,10 @@ def main() -> int:
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--list", help=argparse.SUPPRESS)
     parser.add_argument("--dest", help=argparse.SUPPRESS)
+    parser.add_argument("--keep", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        asyncio.run(client_main(args.client, args.list, args.dest, args.shard_size))
+        asyncio.run(client_main(args.client, args.list, args.dest, args.shard_size, args.keep))
         return 0
 
     with tempfile.TemporaryDirectory(prefix="nbdl-bench-dist-") as tmp:
@@ -186,22 +188,27 @@ def main() -> int:
                 shutil.rmtree(dest)
             rows.append(("nbdl.fetch, 1 process", data["elapsed"], rss, "", ""))
             print(rows[-1], flush=True)
-            for workers in (int(w) for w in args.workers.split(",")):
+            configs = [(int(w), "auto") for w in args.workers.split(",")]
+            # How a huge run goes: counts and failures only on the client.
+            configs.append((configs[-1][0], "failures"))
+            for workers, keep in configs:
                 with cluster(workers, scratch) as address:
                     dest = fresh_dest()
                     try:
                         data, rss = timed(
                             [PY, __file__, "--client", address, "--list", str(listing),
-                             "--dest", str(dest), "--shard-size", str(args.shard_size)]
+                             "--dest", str(dest), "--shard-size", str(args.shard_size),
+                             "--keep", keep]
                         )  # fmt: skip
                     finally:
                         shutil.rmtree(dest)
                 assert data["failed"] == 0, data
                 worker_rss = data["worker_rss_mb"]
                 assert isinstance(worker_rss, list)
+                plural = "es" if workers > 1 else ""
                 rows.append(
                     (
-                        f"nbdl.distributed, {workers} worker process{'es' if workers > 1 else ''}",
+                        f"nbdl.distributed, {workers} worker process{plural}, keep={keep!r}",
                         data["elapsed"],
                         rss,
                         ", ".join(f"{mb:.0f}" for mb in worker_rss),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +15,7 @@ import tempfile
 import textwrap
 import time
 import tracemalloc
+import types
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -398,3 +401,25 @@ async def test_the_command_line_runs_on_a_scheduler(
     assert sorted(p.name for p in dest.glob("c*.bin")) == [f"c{i}.bin" for i in range(6)]
     assert (dest / "c5.bin").read_bytes() == content_for("c5.bin", 705)
     assert len(_shard_records(dest)) == 2
+
+
+async def test_the_readme_example_runs(
+    scheduler: str, server: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's Dask cell works as written, pointed at the local cluster and server."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text("utf-8")
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "Client(" in b]
+    manifest = tmp_path / "laion-part-00.txt"
+    manifest.write_text("".join(server.url(f"/data/l{i}.jpg") + "\n" for i in range(5)))
+    code = code.replace("tcp://scheduler:8786", scheduler).replace("/shared/laion", "out")
+    code += "\nawait client.close()\n"
+    monkeypatch.chdir(tmp_path)
+    compiled = compile(code, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    namespace: dict[str, object] = {}
+    coroutine = types.FunctionType(compiled, namespace)()
+    if coroutine is not None:
+        await coroutine
+    results = namespace["results"]
+    assert isinstance(results, nbdl.distributed.ClusterResults)
+    assert results.ok
+    assert (tmp_path / "out" / "l4.jpg").read_bytes() == content_for("l4.jpg", 1024)
