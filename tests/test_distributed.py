@@ -26,6 +26,7 @@ distributed = pytest.importorskip("distributed")
 import nbdl  # noqa: E402  (after the skip: nbdl.distributed needs distributed)
 import nbdl.distributed  # noqa: E402
 from nbdl._cli import main  # noqa: E402
+from nbdl.distributed._shard import shard_key  # noqa: E402
 from nbdl.testing import LocalServer, content_for  # noqa: E402
 
 from .conftest import FAST_RETRY  # noqa: E402
@@ -423,3 +424,62 @@ async def test_the_readme_example_runs(
     assert isinstance(results, nbdl.distributed.ClusterResults)
     assert results.ok
     assert (tmp_path / "out" / "l4.jpg").read_bytes() == content_for("l4.jpg", 1024)
+
+
+async def test_links_and_forged_records_in_the_shards_folder_are_never_followed(
+    client: distributed.Client, server: LocalServer, tmp_path: Path
+) -> None:
+    """A link planted at .nbdl/shards is not written through; a forged record is not trusted."""
+    urls = [server.url(f"/data/k{i}.bin", size=900) for i in range(3)]
+    dest, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    (dest / ".nbdl").mkdir(parents=True)
+    (dest / ".nbdl" / "shards").symlink_to(outside)
+    results = await nbdl.distributed.fetch(urls, dest, client=client, tracker="none")
+    assert results.ok
+    assert list(outside.iterdir()) == []
+    assert (dest / "k2.bin").read_bytes() == content_for("k2.bin", 900)
+    # A record under the right name whose file names leave the folder: ignored, files checked.
+    (dest / ".nbdl" / "shards").unlink()
+    (dest / ".nbdl" / "shards").mkdir()
+    key = shard_key(str(dest), urls)
+    forged = {"key": key, "status": "done", "files": [["../../x", 900]] * 3}
+    (dest / ".nbdl" / "shards" / f"{key}.json").write_text(json.dumps(forged))
+    server.reset_stats()
+    again = await nbdl.distributed.fetch(urls, dest, client=client, tracker="none")
+    assert again.ok
+    assert not again.shards[0].from_record
+    assert [i.path for i in again] == [dest / f"k{i}.bin" for i in range(3)]
+    assert server.requests == []  # the files were complete: looked at, not downloaded
+
+
+async def test_cancelling_the_cell_cancels_the_shards_and_keeps_part_files(
+    client: distributed.Client, server: LocalServer, tmp_path: Path
+) -> None:
+    """An interrupt cancels the run: CancelledError, the display closed, the .part file kept."""
+    size = 2 * 1024 * 1024
+    url = server.url("/data/cancel.bin", size=size, rate=512 * 1024)
+    seen = _Seen()
+    task = asyncio.create_task(nbdl.distributed.fetch([url], tmp_path, client=client, tracker=seen))
+    part = tmp_path / "cancel.bin.part"
+    deadline = time.monotonic() + 60
+    while not (part.exists() and part.stat().st_size > 0):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen.closed == 1
+    assert seen.get(url).status is nbdl.DownloadStatus.CANCELLED
+    await asyncio.sleep(1)  # the worker's task was cancelled: the partial file stops growing
+    grown = part.stat().st_size
+    await asyncio.sleep(1)
+    assert 0 < part.stat().st_size == grown < size
+    assert not (tmp_path / "cancel.bin").exists()
+
+
+async def test_object_store_destinations_are_refused_clearly(client: distributed.Client) -> None:
+    """dest='s3://...' or 'memory://' is a clear error, not a local folder named 's3:'."""
+    for dest in ("s3://bucket/prefix", "memory://x"):
+        with pytest.raises(nbdl.InvalidConfigError, match="object stores"):
+            await nbdl.distributed.fetch(["http://127.0.0.1:9/a"], dest, client=client)

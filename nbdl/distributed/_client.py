@@ -31,7 +31,16 @@ from .._select import resolve_tracker
 from .._tracker import NullTracker, Tracker
 from .._worker import RetryPolicy
 from ._results import ClusterResults, ShardSummary
-from ._shard import FILE_FIELDS, SessionPlugin, Settings, ShardOutcome, ShardSpec, run_shard
+from ._shard import (
+    FILE_FIELDS,
+    SessionPlugin,
+    Settings,
+    ShardOutcome,
+    ShardSpec,
+    cancel_run,
+    logger,
+    run_shard,
+)
 from ._stream import Item, Manifest, Shard, is_manifest_path, read_items, shards
 
 #: Items per shard by default: img2dataset's shard size, a few seconds to minutes of one worker.
@@ -143,6 +152,13 @@ async def fetch(
 def _folder(dest: object) -> Path:
     if not isinstance(dest, str | Path) or str(dest) == "":
         raise InvalidConfigError(f"dest must be a folder path, got {dest!r}")
+    if isinstance(dest, str) and "://" in dest:
+        # Each worker process has its own memory:// store, and the engine on the workers
+        # writes to folders; a URL must not become a local folder named 's3:'.
+        raise InvalidConfigError(
+            f"dest must be a folder every worker sees (a shared file system), got {dest!r}: "
+            "nbdl.distributed does not write to object stores yet"
+        )
     # Workers see the folder by this path: a relative one would be relative to their own cwd.
     return Path(dest).expanduser().absolute()
 
@@ -458,7 +474,15 @@ class _Run:
                 self.tracker.patch_download(url, cancelled)
         if futures:
             # Shielded: this runs while the cell's task is being cancelled.
-            await asyncio.shield(_call(self.client, self.client.cancel, futures))
+            await asyncio.shield(self._stop_workers(futures))
+
+    async def _stop_workers(self, futures: list[Future[ShardOutcome]]) -> None:
+        await _call(self.client, self.client.cancel, futures)
+        # A released key does not stop a running task: each worker cancels its shards itself.
+        try:
+            await asyncio.wait_for(_call(self.client, self.client.run, cancel_run, self.topic), 10)
+        except Exception as exc:  # TimeoutError included; a lost worker stops anyway
+            logger.warning("nbdl: could not stop every worker's shards: %s", exc)
 
 
 def _shard_label(shard: Shard) -> str:

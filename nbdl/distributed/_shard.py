@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import os
 import pickle
 import secrets
@@ -29,12 +30,14 @@ from distributed import Worker, WorkerPlugin, get_worker
 from .. import _state
 from .._extract import ExtractLimits
 from .._manager import DownloadManager, queue_all
-from .._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo
+from .._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
 from .._naming import sanitize_filename
 from .._processors import Processor
 from .._tracker import DownloadTracker
 from .._worker import DownloadWorker, RetryPolicy
 from ._stream import Item
+
+logger = logging.getLogger("nbdl.distributed")
 
 #: Seconds between two progress messages of a running shard: a few a second per worker at most,
 #: whatever the number of files or chunks (the scheduler forwards every message to the client).
@@ -274,10 +277,14 @@ async def run_shard(spec: ShardSpec, payload: bytes) -> ShardOutcome:
     manager = spec.settings.manager(dest, progress, session)
     queue_all(manager, items)
     publisher = asyncio.create_task(_publish(progress, spec, send))
+    running = asyncio.create_task(_run(manager))
+    _running.setdefault(spec.topic, set()).add(running)
     try:
-        async with manager:
-            results = await manager.run()
+        results = await running
     finally:
+        _running[spec.topic].discard(running)
+        if not _running[spec.topic]:
+            del _running[spec.topic]
         publisher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await publisher
@@ -285,8 +292,34 @@ async def run_shard(spec: ShardSpec, payload: bytes) -> ShardOutcome:
     if final is not None:
         send(final)
     outcome = _outcome(spec, results, time.monotonic() - started, worker)
-    _save_record(dest, spec, key, outcome, results)
+    try:
+        _save_record(dest, spec, key, outcome, results)
+    except OSError as exc:
+        # The files are done and verified; without a record a later run only looks at each
+        # file again (no request). A link planted at the folder's name ends up here too.
+        logger.warning("nbdl: shard %d: cannot write its record in %s: %s", spec.index, dest, exc)
     return outcome
+
+
+async def _run(manager: DownloadManager) -> Results:
+    async with manager:
+        return await manager.run()
+
+
+#: The engine runs of this worker process, by run (progress topic), for ``cancel_run``.
+_running: dict[str, set[asyncio.Task[Results]]] = {}
+
+
+async def cancel_run(topic: str) -> int:
+    """Cancel this worker's shards of the run ``topic``; returns how many were running.
+
+    Dask lets a running task finish when its key is released, so the client calls this on
+    every worker (``Client.run``) when the run is cancelled: ``.part`` files stay for resume.
+    """
+    tasks = list(_running.get(topic, ()))
+    for task in tasks:
+        task.cancel()
+    return len(tasks)
 
 
 def _worker_name() -> str:
