@@ -483,3 +483,22 @@ async def test_object_store_destinations_are_refused_clearly(client: distributed
     for dest in ("s3://bucket/prefix", "memory://x"):
         with pytest.raises(nbdl.InvalidConfigError, match="object stores"):
             await nbdl.distributed.fetch(["http://127.0.0.1:9/a"], dest, client=client)
+
+
+async def test_the_command_line_says_when_the_scheduler_is_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A scheduler that does not answer: one line on stderr, exit status 2, nothing written."""
+    import nbdl.distributed._cli as cluster_cli
+
+    monkeypatch.setattr(cluster_cli, "CONNECT_TIMEOUT", 1)
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    args = ["fetch", "http://127.0.0.1:9/a.bin", "-o", str(tmp_path / "o"), "--quiet"]
+    status = await asyncio.to_thread(main, [*args, "--scheduler", address])
+    assert status == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"nbdl: error: cannot reach the Dask scheduler at {address}")
+    assert not (tmp_path / "o").exists()
