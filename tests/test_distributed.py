@@ -134,7 +134,7 @@ async def test_files_are_byte_exact_and_results_in_input_order(
     assert results.total == 26
     assert results.complete
     assert [s.first for s in results.shards] == [0, 4, 8, 12, 16, 20, 24]
-    assert {s.worker for s in results.shards} == set(client.scheduler_info()["workers"])
+    assert {s.worker for s in results.shards} == set(await client.nthreads())
     failed = results.failed
     assert [i.url for i in failed] == [missing]
     assert failed[0].http_status == 404
