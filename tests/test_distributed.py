@@ -502,3 +502,45 @@ async def test_the_command_line_says_when_the_scheduler_is_unreachable(
     assert len(lines) == 1
     assert lines[0].startswith(f"nbdl: error: cannot reach the Dask scheduler at {address}")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.timeout(180)
+def test_a_notebook_cell_awaits_the_cluster_on_the_kernels_loop(
+    scheduler: str, server: LocalServer, tmp_path: Path
+) -> None:
+    """In a real kernel: an asynchronous Client on the kernel's loop, widget bars fed by workers."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    urls = [server.url(f"/data/n{i}.bin", size=300_000, rate=600_000) for i in range(3)]
+    nb = nbformat.v4.new_notebook()
+    cells = [
+        "import asyncio\nfrom distributed import Client\nimport nbdl, nbdl.distributed",
+        f"client = await Client({scheduler!r}, asynchronous=True)\n"
+        "assert client.loop.asyncio_loop is asyncio.get_running_loop()",
+        "tracker = nbdl.NotebookTracker(bar_delay=0)\n"
+        f"results = await nbdl.distributed.fetch({urls!r}, 'out', client=client, "
+        "tracker=tracker, shard_size=2)",
+        "assert results.ok, results\n"
+        "assert [i.status.value for i in tracker.downloads()] == ['completed'] * 3\n"
+        "await client.close()\nprint('cell-ok')",
+    ]
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    runner = nbclient.NotebookClient(
+        nb,
+        timeout=90,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    runner.execute()
+    assert "cell-ok" in "".join(o.get("text", "") for o in nb.cells[3].outputs)
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    progress = [m["state"] for m in state.values() if m["model_name"] == "FloatProgressModel"]
+    seen = [(p.get("max"), p.get("value"), p.get("bar_style")) for p in progress]
+    # The overall bar, full and green; file bars (a file done between two progress messages
+    # gets none, as with nbdl.fetch) all full and green.
+    assert (900_000, 900_000, "success") in seen
+    files = [bar for bar in seen if bar[0] != 900_000]
+    assert files
+    assert set(files) == {(300_000, 300_000, "success")}
+    assert (tmp_path / "out" / "n2.bin").read_bytes() == content_for("n2.bin", 300_000)
