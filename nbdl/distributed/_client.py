@@ -209,7 +209,7 @@ class _InFlight:
     attempts: int = 1
     #: The display's row of this shard (``detail=False``), else None.
     row: str | None = None
-    #: The manifest items of the shard (``detail=False``: their records are not on the client).
+    #: The records of the shard's items with ``detail`` (without it none is kept here).
     infos: list[DownloadInfo] = field(default_factory=list)
 
 
