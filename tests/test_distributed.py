@@ -26,6 +26,7 @@ distributed = pytest.importorskip("distributed")
 import nbdl  # noqa: E402  (after the skip: nbdl.distributed needs distributed)
 import nbdl.distributed  # noqa: E402
 from nbdl._cli import main  # noqa: E402
+from nbdl._urls import redact_url  # noqa: E402
 from nbdl.distributed._shard import shard_key  # noqa: E402
 from nbdl.testing import LocalServer, content_for  # noqa: E402
 
@@ -72,6 +73,8 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=log, stderr=log,
     )  # fmt: skip
     try:
+        with Client(address, timeout=60) as ready:
+            ready.wait_for_workers(2, timeout=60)
         yield address
     finally:
         _stop(workers)
@@ -388,7 +391,7 @@ async def test_bad_input_fails_before_any_request(
 
 
 async def test_the_command_line_runs_on_a_scheduler(
-    scheduler: str, server: LocalServer, tmp_path: Path
+    scheduler: str, server: LocalServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`nbdl fetch -i LIST --scheduler ADDRESS` downloads on the cluster; exit 0, or 2 if down."""
     urls = [server.url(f"/data/c{i}.bin", size=700 + i) for i in range(6)]
@@ -402,6 +405,14 @@ async def test_the_command_line_runs_on_a_scheduler(
     assert sorted(p.name for p in dest.glob("c*.bin")) == [f"c{i}.bin" for i in range(6)]
     assert (dest / "c5.bin").read_bytes() == content_for("c5.bin", 705)
     assert len(_shard_records(dest)) == 2
+    # --json: one line per item, in input order (every record is kept for it); all cached now.
+    capsys.readouterr()
+    json_args = ["fetch", "-i", str(manifest), "-o", str(dest), "--json", "--scheduler", address]
+    assert await asyncio.to_thread(main, json_args) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["index"], r["url"], r["from_cache"]) for r in lines] == [
+        (i, redact_url(url), True) for i, url in enumerate(urls)
+    ]
 
 
 async def test_the_readme_example_runs(

@@ -51,6 +51,8 @@ _ITEM = re.compile(r"^item (\d+):")
 #: Submissions of one shard at most: a lost worker costs one (Dask itself also retries a task
 #: whose worker died, up to distributed.scheduler.allowed-failures).
 SHARD_ATTEMPTS = 3
+#: Seconds to wait for a first worker when the cluster has none.
+WAIT_FOR_WORKERS = 60
 Keep = Literal["auto", "all", "failures"]
 
 
@@ -122,7 +124,15 @@ async def fetch(
     items, detail = _plan(manifest, keep)
     threads = sum((await _call(client, client.nthreads)).values())
     if threads < 1:
-        raise RuntimeError("the Dask cluster has no workers; start some, then run again")
+        # A cluster just started, or scaled to zero: give its first worker a moment.
+        try:
+            await _call(client, client.wait_for_workers, 1, timeout=WAIT_FOR_WORKERS)
+        except TimeoutError:
+            raise RuntimeError(
+                f"the Dask cluster has no workers (waited {WAIT_FOR_WORKERS} s); start some, "
+                "then run again"
+            ) from None
+        threads = sum((await _call(client, client.nthreads)).values())
     settings = Settings(
         max_workers=max_workers,
         max_per_host=max(1, max_per_host // threads),
