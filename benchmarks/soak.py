@@ -1,7 +1,7 @@
 """``make soak``: nbdl processes killed and restarted on one shared folder, against a faulty server.
 
     python benchmarks/soak.py [--files 2000] [--seconds 300] [--seed 1] [--jobs 16]
-                              [--share overlap|same] [--dir DIR] [--keep]
+                              [--share same|overlap] [--dir DIR] [--keep]
 
 A local server (``soak_server.py``, 127.0.0.1 only) serves a seeded catalogue of files (mostly
 small, some of 1-20 MiB, two of 64-96 MiB) and injects a random fault into some requests: resets,
@@ -9,12 +9,14 @@ small, some of 1-20 MiB, two of 64-96 MiB) and injects a random fault into some 
 fetch`` processes download into ONE folder at the same time:
 
 - lane A fetches the whole manifest and is killed with SIGKILL at random moments, then restarted;
-- lane B fetches an overlapping part (``--share``) with ``--segments 4`` and is never killed;
-  it is restarted whenever it exits, so the folder is shared the whole time.
+- lane B fetches the same manifest (``--share overlap``: its last two thirds) with
+  ``--segments 4``, and is never killed; it is restarted whenever it exits while lane A is not
+  done, so the folder is shared the whole time.
 
 The run ends when lane A exits with every file completed (and B's current run has ended), or
 when ``--seconds`` runs out.  Then it checks the folder: every file byte-exact (sha256), no
-partial file ever seen at a final path, no stray files (``*.part``, temporary files, state
+partial file or wrong bytes ever seen at a final path (each file is hashed when it first
+appears), no stray files (``*.part``, temporary files, state
 records of complete files, anything else), no failure reported by a process, no crash.  It prints
 the figures and a table of checks, and exits 0 only when every check passed.  See
 ``benchmarks/README.md`` ("Soak").
@@ -91,6 +93,8 @@ class Tally:
     crashes: list[str] = field(default_factory=list)
     #: Final paths seen with a size other than the file's: (name, size seen, seconds into the run).
     partial_seen: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: Final paths of the right size but the wrong bytes when first seen: (what, seconds).
+    wrong_seen: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 class Soak:
@@ -116,6 +120,7 @@ class Soak:
         self.lanes: list[Lane] = []
         self.started = 0.0
         self.complete = 0
+        self.hashed: set[str] = set()
 
     # -- setting up ----------------------------------------------------------------------------
     def _manifest(self, name: str, files: list[SoakFile]) -> Path:
@@ -282,10 +287,20 @@ class Soak:
                 size = os.lstat(self.dest / f.name).st_size
             except FileNotFoundError:
                 continue
-            if size == f.size:
-                complete += 1
-            elif f.name not in self.tally.partial_seen:
-                self.tally.partial_seen[f.name] = (size, seconds)
+            if size != f.size:
+                if f.name not in self.tally.partial_seen:
+                    self.tally.partial_seen[f.name] = (size, seconds)
+                continue
+            complete += 1
+            if f.name not in self.hashed:
+                # A final path must hold the right bytes from the moment it appears: hash each
+                # file once when first seen, so a wrong file later replaced is caught too.
+                self.hashed.add(f.name)
+                with contextlib.suppress(OSError):
+                    data = (self.dest / f.name).read_bytes()
+                    if hashlib.sha256(data).hexdigest() != f.sha256:
+                        detail = _difference(data, f, self.args.seed)
+                        self.tally.wrong_seen[f.name] = (detail, seconds)
         self.complete = complete
         return complete
 
@@ -325,9 +340,7 @@ class Soak:
             elif len(data) > f.size:
                 trouble["too long"].append(f"{f.name} ({len(data):,} for {f.size:,} bytes)")
             elif hashlib.sha256(data).hexdigest() != f.sha256:
-                trouble["wrong bytes"].append(
-                    f"{f.name} ({_first_difference(data, f, self.args.seed)})"
-                )
+                trouble["wrong bytes"].append(f"{f.name} ({_difference(data, f, self.args.seed)})")
         return trouble
 
     def _strays(self) -> list[str]:
@@ -360,6 +373,10 @@ class Soak:
             f"{name}: {size:,} bytes of {self._size(name):,}, at {at:.1f} s"
             for name, (size, at) in sorted(self.tally.partial_seen.items())
         ]
+        wrong_seen = [
+            f"{name}: {what}, at {at:.1f} s"
+            for name, (what, at) in sorted(self.tally.wrong_seen.items())
+        ]
         failures = [
             f"{f.lane} run {f.run}: {f.name}: [{f.kind}] {f.error}" for f in self.tally.failures
         ]
@@ -371,6 +388,7 @@ class Soak:
                 bad,
             ),
             ("no partial file ever seen at a final path", not partial, partial),
+            ("no wrong bytes ever seen at a final path", not wrong_seen, wrong_seen),
             ("no stray files (*.part, temporary files, records, other)", *_ok(self._strays())),
             ("no download reported failed", not failures, failures),
             ("no process crashed or exited oddly", *_ok(self.tally.crashes)),
@@ -453,10 +471,19 @@ def _record_name(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:32] + ".json"
 
 
-def _first_difference(data: bytes, f: SoakFile, seed: int) -> str:
+def _difference(data: bytes, f: SoakFile, seed: int) -> str:
+    """Where ``data`` differs from the file's bytes, and whether the wrong part is zeros."""
     expected = content(seed, f.name, f.size)
-    at = next((i for i, (a, b) in enumerate(zip(data, expected, strict=True)) if a != b), None)
-    return f"first wrong byte at offset {at:,}" if at is not None else "same bytes?"
+    blocks = [i for i in range(0, len(data), 4096) if data[i : i + 4096] != expected[i : i + 4096]]
+    if not blocks:
+        return "same bytes"
+    first = next(i for i in range(blocks[0], len(data)) if data[i] != expected[i])
+    last = max(
+        i for i in range(blocks[-1], min(blocks[-1] + 4096, len(data))) if data[i] != expected[i]
+    )
+    wrong = data[first : last + 1]
+    zeros = " (all zeros)" if not wrong.strip(b"\0") else ""
+    return f"bytes {first:,}-{last:,} wrong{zeros}, {len(data):,} bytes in all"
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -480,8 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--share",
         choices=("overlap", "same"),
-        default="overlap",
-        help="lane B's manifest: the last two thirds of A's, or all of it",
+        default="same",
+        help="lane B's manifest: all of A's (default), or its last two thirds",
     )
     parser.add_argument(
         "--kill-after",

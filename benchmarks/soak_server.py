@@ -57,11 +57,11 @@ def content(seed: int, name: str, size: int) -> bytes:
 
 
 def file_sizes(count: int, seed: int, big: int) -> list[int]:
-    """``count`` sizes: mostly small (1 B - 512 KiB), about 1 in 80 of 1-20 MiB, ``big`` of
+    """``count`` sizes: mostly small (1 B - 512 KiB), about 1 in 250 of 1-20 MiB, ``big`` of
     64-96 MiB (large enough for nbdl's automatic split) and a few empty files; shuffled."""
     rng = random.Random(f"{seed}:sizes")
     big = min(big, count)
-    medium = min(count - big, max(1, count // 80))
+    medium = min(count - big, max(1, count // 250))
     empty = min(count - big - medium, max(1, count // 400))
     sizes = [rng.randint(64 * MIB, 96 * MIB) for _ in range(big)]
     sizes += [rng.randint(MIB, 20 * MIB) for _ in range(medium)]
