@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING
 
+from ._cache import cache_dir
 from ._errors import (
     BatchConflictError,
     ChecksumMismatchError,
@@ -17,10 +18,13 @@ from ._errors import (
     ProcessingError,
     TooManyRedirectsError,
 )
+from ._extract import ExtractLimits
 from ._fetch import fetch
 from ._jobs import DownloadJob, start
 from ._manager import DownloadManager
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
+from ._processors import Extract, ProcessJob, Processor
+from ._registry import Registry
 from ._sync import fetch_sync
 from ._tracker import DownloadTracker, NullTracker, Tracker
 from ._version import __version__
@@ -39,6 +43,8 @@ __all__ = [
     "DownloadTracker",
     "DownloadWorker",
     "ErrorKind",
+    "Extract",
+    "ExtractLimits",
     "ExtractionError",
     "FileConfig",
     "FileSystemError",
@@ -49,13 +55,17 @@ __all__ = [
     "NotebookTracker",
     "NullTracker",
     "PatchDownloadInfo",
+    "ProcessJob",
     "ProcessingError",
+    "Processor",
+    "Registry",
     "Results",
     "RetryPolicy",
     "RichTracker",
     "TooManyRedirectsError",
     "Tracker",
     "__version__",
+    "cache_dir",
     "fetch",
     "fetch_sync",
     "start",

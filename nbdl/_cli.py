@@ -11,12 +11,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from ._errors import InvalidConfigError
 from ._manifest import parse_manifest
 from ._models import DownloadInfo, FileConfig
+from ._registry import Registry
 from ._tracker import NullTracker, Tracker
 from ._urls import redact_url
 from ._version import __version__
@@ -60,9 +62,31 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument(
         "-i",
         "--input",
+        action="append",
+        default=[],
         metavar="LIST",
         help="a manifest: text (one URL per line, '#' comments, options filename= priority= "
-        "checksum=), CSV with a 'url' column, or a JSON list; '-' reads standard input",
+        "checksum= mirrors=), CSV with a 'url' column, or a JSON list; '-' reads standard "
+        "input; repeatable",
+    )
+    fetch.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="read the -i files as pooch registries ('name hash [url]' lines); entries "
+        "without a URL of their own are fetched from URL/name, each verified by its hash",
+    )
+    fetch.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another base URL with the same registry files, tried when --base-url fails "
+        "(repeatable)",
+    )
+    fetch.add_argument(
+        "--extract",
+        action="store_true",
+        help="extract every downloaded archive (items that say extract=false excepted)",
     )
     fetch.add_argument("-j", "--jobs", type=int, default=3, metavar="N", help="files at once")
     fetch.add_argument("--retries", type=int, default=3, metavar="N", help="extra attempts")
@@ -203,29 +227,43 @@ def terminal_display(stream: TextIO) -> Tracker:
 
 
 def _items(args: argparse.Namespace) -> list[FileConfig]:
-    if args.checksum is not None and (len(args.urls) != 1 or args.input is not None):
+    if args.checksum is not None and (len(args.urls) != 1 or args.input):
         raise UsageError("--checksum needs exactly one URL (use a manifest for several)")
+    if args.base_url is not None and not args.input:
+        raise UsageError("--base-url needs -i REGISTRY (the files to fetch under it)")
+    if args.mirror and args.base_url is None:
+        raise UsageError("--mirror needs --base-url (it stands in for it)")
     items: list[FileConfig] = []
     for position, url in enumerate(args.urls):
         try:
             items.append(FileConfig(url, checksum=args.checksum))
         except ValueError as exc:
             raise UsageError(f"URL {position + 1}: {exc}") from None
-    if args.input is not None:
-        items.extend(_read_manifest(args.input))
+    for name in args.input:
+        items.extend(_read_manifest(name, args.base_url, args.mirror))
     if not items:
         raise UsageError("nothing to download: give URLs or -i LIST")
+    if args.extract:
+        # An item's own extract=false wins over the flag, as FileConfig fields win over fetch's.
+        items = [replace(c, extract=True) if c.extract is None else c for c in items]
     return items
 
 
-def _read_manifest(name: str) -> list[FileConfig]:
+def _read_manifest(
+    name: str, base_url: str | None = None, mirrors: Sequence[str] = ()
+) -> list[FileConfig]:
+    """The files listed in ``name`` ('-': stdin): a registry with ``base_url``, else a manifest."""
+    kind = "manifest" if base_url is None else "registry"
     if name == "-":
-        return parse_manifest(sys.stdin.read(), "<stdin>")
-    try:
-        text = Path(name).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read the manifest {name}: {exc}") from None
-    return parse_manifest(text, name)
+        text, source = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            text, source = Path(name).read_text(encoding="utf-8-sig"), name
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read the {kind} {name}: {exc}") from None
+    if base_url is None:
+        return parse_manifest(text, source)
+    return Registry.from_text(text, base_url, mirrors=mirrors, source=source).configs()
 
 
 def _header(text: str) -> tuple[str, str]:

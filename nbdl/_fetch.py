@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import InvalidConfigError
+from ._extract import ExtractLimits
 from ._manager import DEFAULT_MAX_PER_HOST, DownloadManager, queue_all
 from ._models import FileConfig, Results, check_headers, check_int
+from ._processors import Processor
 from ._select import resolve_tracker
 from ._tracker import Tracker
 from ._worker import DownloadWorker, RetryPolicy
@@ -31,6 +33,9 @@ async def fetch(
     headers: Mapping[str, str] | None = None,
     segments: int | None = None,
     max_per_host: int = DEFAULT_MAX_PER_HOST,
+    extract: bool = False,
+    extract_limits: ExtractLimits | None = None,
+    processors: Sequence[Processor] = (),
 ) -> Results:
     """Download every item into ``dest`` concurrently and return one result per item.
 
@@ -42,6 +47,10 @@ async def fetch(
     ``segments=None`` decides per file (files of 64 MiB or more get 4), ``segments=N`` uses up to
     N, ``segments=1`` never splits (``FileConfig(segments=...)`` overrides it per file).
     ``max_per_host`` caps the connections open to one host at a time, segments included.
+
+    ``extract=True`` extracts every archive once it is verified (``FileConfig(extract=...)``
+    decides per file), safely and once: see ``nbdl.Extract`` and ``extract_limits``.
+    ``processors`` run on every verified file after that (see ``nbdl.Processor``).
     """
     settings = check_settings(
         max_workers=max_workers,
@@ -52,6 +61,9 @@ async def fetch(
         headers=headers,
         segments=segments,
         max_per_host=max_per_host,
+        extract=extract,
+        extract_limits=extract_limits,
+        processors=processors,
     )
     chosen = resolve_tracker(tracker)
     worker = DownloadWorker(
@@ -60,6 +72,9 @@ async def fetch(
         read_timeout=read_timeout,
         overwrite=overwrite,
         segments=segments,
+        extract=extract,
+        extract_limits=extract_limits,
+        processors=settings.processors,
     )
     if isinstance(items, str | FileConfig):
         raise InvalidConfigError(
@@ -83,6 +98,7 @@ async def fetch(
 class _Settings:
     retry: RetryPolicy
     headers: dict[str, str]
+    processors: tuple[Processor, ...]
 
 
 def check_settings(
@@ -95,6 +111,9 @@ def check_settings(
     headers: object,
     segments: object = None,
     max_per_host: object = DEFAULT_MAX_PER_HOST,
+    extract: object = False,
+    extract_limits: object = None,
+    processors: object = (),
 ) -> _Settings:
     """Validate ``fetch``'s settings; raises ``InvalidConfigError`` naming the bad one."""
     check_int("max_workers", max_workers, 1)
@@ -123,4 +142,18 @@ def check_settings(
         checked = check_headers(headers) if headers is not None else {}
     except ValueError as exc:
         raise InvalidConfigError(str(exc)) from None
-    return _Settings(retry, checked)
+    if not isinstance(extract, bool):
+        raise InvalidConfigError(f"extract must be True or False, got {extract!r}")
+    if extract_limits is not None and not isinstance(extract_limits, ExtractLimits):
+        raise InvalidConfigError(
+            f"extract_limits must be an nbdl.ExtractLimits, got {extract_limits!r}"
+        )
+    if isinstance(processors, str) or not isinstance(processors, Iterable):
+        raise InvalidConfigError(f"processors must be a list of processors, got {processors!r}")
+    chosen = tuple(processors)
+    for processor in chosen:
+        if not isinstance(processor, Processor):
+            raise InvalidConfigError(
+                f"each processor needs a 'label' and a 'process(job)' method, got {processor!r}"
+            )
+    return _Settings(retry, checked, chosen)

@@ -15,15 +15,17 @@ import inspect
 import itertools
 import logging
 import sys
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from ._errors import InvalidConfigError
+from ._extract import ExtractLimits
 from ._fetch import TrackerChoice, check_settings, fetch
 from ._manager import DownloadManager, queue_all
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
+from ._processors import Processor
 from ._select import resolve_tracker
 from ._tracker import DownloadTracker, Tracker
 from ._worker import RetryPolicy
@@ -48,6 +50,9 @@ class FetchOptions(TypedDict, total=False):
     headers: Mapping[str, str] | None
     segments: int | None
     max_per_host: int
+    extract: bool
+    extract_limits: ExtractLimits | None
+    processors: Sequence[Processor]
 
 
 _SETTINGS = tuple(inspect.signature(check_settings).parameters)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import urllib.request
@@ -90,10 +89,9 @@ class DownloadManager:
         #: a failed lookup per URL (a hash, a path, an open) is skipped.
         self._no_records = False
         self._claims: dict[Path, str] = {}
-        #: Set by ``run`` when ``dest`` is missing or empty as the batch starts: then no final
-        #: file can be there before its own download (paths are claimed once per batch), and a
-        #: failed stat per file is skipped.
-        self._dest_empty = False
+        #: Items handed back because another process holds their file: taken again (and then
+        #: waited for) once the queue is empty, so workers meanwhile do other files.
+        self._deferred: deque[WorkItem] = deque()
 
     async def __aenter__(self) -> DownloadManager:
         if self._client is None:
@@ -187,6 +185,10 @@ class DownloadManager:
     def _next_item(self) -> WorkItem | None:
         """The highest-priority queued item (input order among equals), or None."""
         if not self._waiting:
+            if self._deferred:
+                item = self._deferred.popleft()
+                item.may_defer = False
+                return item
             return None
         priority = max(p for p, urls in self._pending.items() if urls)
         url = self._pending[priority].popleft()
@@ -205,8 +207,8 @@ class DownloadManager:
             headers={**self.headers, **config.headers} if config.headers else self.headers,
             checksum=config.parsed_checksum,
             has_record=record is not None,
-            may_exist=not self._dest_empty,
             server_named=not fixed and record is not None and record.name != name_from_url(url),
+            may_defer=True,
         )
 
     def _claim(self, url: str, path: Path) -> bool:
@@ -233,7 +235,7 @@ class DownloadManager:
         if self._client is None:
             raise RuntimeError("use 'async with DownloadManager(...)' before run()")
         _busy.reserve(self, self._claims)
-        self._dest_empty = _missing_or_empty(self.dest)
+        self.worker.start_batch()
         self.tracker.start()
         try:
             count = min(self.max_workers, self._waiting)
@@ -246,9 +248,6 @@ class DownloadManager:
         finally:
             _busy.release(self)
             self.tracker.close()
-            # Records only matter while something is unfinished; an empty folder is litter.
-            with contextlib.suppress(OSError):
-                (self.dest / _state.STATE_DIR).rmdir()
         return Results([self._store.get(url) for url in self._order])
 
     def _cancel_queued(self) -> None:
@@ -260,17 +259,9 @@ class DownloadManager:
     async def _work(self, session: aiohttp.ClientSession) -> None:
         while (item := self._next_item()) is not None:
             claim = functools.partial(self._claim, item.url)
-            await self.worker.download(session, item, self._reporter(item.url), claim)
-
-
-def _missing_or_empty(folder: Path) -> bool:
-    try:
-        with os.scandir(folder) as entries:
-            return next(entries, None) is None
-    except FileNotFoundError:
-        return True
-    except OSError:  # not a folder, or unreadable: each download reports it
-        return False
+            done = await self.worker.download(session, item, self._reporter(item.url), claim)
+            if done is False:  # another process has the file: come back to it later
+                self._deferred.append(item)
 
 
 def _env_matters() -> bool:
@@ -305,7 +296,7 @@ def _as_url_and_config(item: object) -> tuple[str, FileConfig | None]:
 def queue_all(manager: DownloadManager, items: Iterable[str | FileConfig]) -> None:
     """Queue every item, naming the bad one (by position) if any is invalid."""
     # Records are written only while downloads run, and none runs while this queues.
-    manager._no_records = not (manager.dest / _state.STATE_DIR).is_dir()
+    manager._no_records = not _state.has_records(manager.dest)
     try:
         for position, item in enumerate(items):
             try:

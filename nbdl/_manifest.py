@@ -4,9 +4,11 @@ Text, one file per line (``#`` starts a comment line; options use shell quoting)
 
     https://example.org/a.csv
     https://example.org/b.tar  filename=b.tar priority=5 checksum=sha256:9f86...
+    https://example.org/c.zip  mirrors="https://mirror-1.example/c.zip https://mirror-2.example/c.zip"
 
-CSV: a header row with a ``url`` column and any other ``FileConfig`` field as columns.
-JSON: a list whose items are URL strings or objects of ``FileConfig`` fields.
+CSV: a header row with a ``url`` column and any other ``FileConfig`` field as columns
+(``mirrors``: URLs separated by spaces).
+JSON: a list whose items are URL strings or objects of ``FileConfig`` fields (``mirrors``: a list).
 
 Every error names the line (or JSON item) it comes from.
 """
@@ -28,7 +30,7 @@ __all__ = ["parse_manifest"]
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(FileConfig))
 _INT_FIELDS = ("priority", "size_bytes")
-_TEXT_OPTIONS = ("filename", "priority", "checksum")
+_TEXT_OPTIONS = ("filename", "priority", "checksum", "mirrors")
 
 
 def parse_manifest(text: str, source: str, fmt: str | None = None) -> list[FileConfig]:
@@ -75,6 +77,15 @@ def _as_int(name: str, value: str, where: str) -> int:
         raise InvalidConfigError(f"{where}: {name} must be an integer, got {value!r}") from None
 
 
+def _field_value(name: str, text: str, where: str) -> object:
+    """A text option or CSV cell as the ``FileConfig`` field ``name`` takes it."""
+    if name in _INT_FIELDS:
+        return _as_int(name, text, where)
+    if name == "mirrors":  # URLs hold no whitespace, so spaces separate them
+        return text.split()
+    return text
+
+
 def _parse_text(text: str, source: str) -> list[FileConfig]:
     configs = []
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -95,7 +106,7 @@ def _parse_text(text: str, source: str) -> list[FileConfig]:
                     f"{where}: unexpected {word!r} after the URL; options are "
                     + ", ".join(f"{option}=..." for option in _TEXT_OPTIONS)
                 )
-            values[name] = _as_int(name, value, where) if name in _INT_FIELDS else value
+            values[name] = _field_value(name, value, where)
         configs.append(_config(values, where))
     return configs
 
@@ -122,7 +133,7 @@ def _parse_csv(text: str, source: str) -> list[FileConfig]:
             if not cell:
                 continue
             name = key.strip()
-            values[name] = _as_int(name, cell, where) if name in _INT_FIELDS else cell
+            values[name] = _field_value(name, cell, where)
         if not values:
             continue
         if "url" not in values:

@@ -20,11 +20,16 @@ from ._urls import check_url, redact_url
 
 
 class DownloadStatus(StrEnum):
-    """Where a download is in its life: QUEUED → PENDING → IN_PROGRESS → a terminal state."""
+    """Where a download is in its life: QUEUED → PENDING → IN_PROGRESS → a terminal state.
+
+    PROCESSING comes between IN_PROGRESS and COMPLETED when processors (extraction, say) run
+    on the verified file.
+    """
 
     QUEUED = "queued"
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
+    PROCESSING = "processing"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -210,6 +215,8 @@ class PatchDownloadInfo:
     resumed_from: int | None = None
     from_cache: bool | None = None
     note: str | None = None
+    output: Path | None = None
+    served_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +242,10 @@ class DownloadInfo:
     from_cache: bool = False
     #: What is going on besides the status, e.g. why the download is waiting to retry.
     note: str | None = None
+    #: What the processors made of the file, e.g. the folder an archive was extracted to.
+    output: Path | None = None
+    #: The URL that served the bytes, when it was a mirror rather than ``url``.
+    served_by: str | None = None
 
     @property
     def filename(self) -> str:
@@ -362,6 +373,11 @@ class Results(Sequence[DownloadInfo]):
     def paths(self) -> list[Path]:
         """Final paths of the completed downloads, in input order."""
         return [i.path for i in self.completed]
+
+    @property
+    def outputs(self) -> list[Path]:
+        """What the processors made of the completed downloads (extracted folders, ...)."""
+        return [i.output for i in self.completed if i.output is not None]
 
     @property
     def ok(self) -> bool:

@@ -34,7 +34,7 @@ __all__ = ["NotebookTracker", "TextNotebookTracker", "make_notebook_tracker", "w
 
 logger = logging.getLogger("nbdl")
 
-_ACTIVE = frozenset({DownloadStatus.PENDING, DownloadStatus.IN_PROGRESS})
+_ACTIVE = frozenset({DownloadStatus.PENDING, DownloadStatus.IN_PROGRESS, DownloadStatus.PROCESSING})
 _FAILED = DownloadStatus.FAILED  # a global: an enum's class attribute costs ~80 ns per read
 _BAR_STYLE = {
     DownloadStatus.COMPLETED: "success",
@@ -66,9 +66,15 @@ def _ipython_display(obj: object, **kwargs: Any) -> Any:
 
 
 def _status_text(info: DownloadInfo) -> str:
-    if info.from_cache:
-        return "cached"
-    text = info.status.value.replace("_", " ")
+    if info.status is DownloadStatus.PROCESSING and info.note:
+        return info.note  # "extracting 40 %": the phase says more than "processing"
+    text = "cached" if info.from_cache else info.status.value.replace("_", " ")
+    if info.status is DownloadStatus.COMPLETED:
+        if info.served_by:
+            text += " (from a mirror)"
+        if info.output is not None:
+            text += f" → {info.output.name}"
+        return text
     return f"{text} ({info.note})" if info.note and not info.is_terminal() else text
 
 
@@ -327,7 +333,7 @@ class _Totals:
 
     def summary(self) -> str:
         parts = [f"{self.status[DownloadStatus.COMPLETED]}/{self.files} files completed"]
-        active = self.status[DownloadStatus.PENDING] + self.status[DownloadStatus.IN_PROGRESS]
+        active = sum(self.status[status] for status in _ACTIVE)
         if active:
             parts.append(f"{active} active")
         if self.cached:

@@ -27,8 +27,9 @@ __all__ = ["LogTracker", "RichTracker"]
 
 #: What writing to a terminal or pipe that went away raises (ValueError: a closed file).
 _BROKEN_OUTPUT = (OSError, ValueError)
-_ACTIVE = frozenset({DownloadStatus.PENDING, DownloadStatus.IN_PROGRESS})
+_ACTIVE = frozenset({DownloadStatus.PENDING, DownloadStatus.IN_PROGRESS, DownloadStatus.PROCESSING})
 _LOST = frozenset({DownloadStatus.FAILED, DownloadStatus.CANCELLED})
+_NOTED = frozenset({DownloadStatus.PENDING, DownloadStatus.PROCESSING})
 #: Failures printed one by one before the rest are left to the summary (a batch of 10,000
 #: failing files must not flood the terminal).
 _MAX_FAILURE_LINES = 20
@@ -325,8 +326,9 @@ class RichTracker(DownloadTracker):
         progress.hidden = len(self._waiting)
 
     def _note(self, info: DownloadInfo) -> str | None:
-        # A note is worth a row's space only while the file waits, e.g. for a retry.
-        if info.status is DownloadStatus.PENDING and info.note:
+        # A note is worth a row's space only while the file waits (e.g. for a retry) or is
+        # being processed ("extracting 40 %").
+        if info.status in _NOTED and info.note:
             return f"({_clean(info.note)})"
         return None
 
@@ -583,4 +585,8 @@ def _describe(info: DownloadInfo) -> str:
         text += f", resumed at {format_bytes(info.resumed_from)}"
     if info.attempts > 1:
         text += f", on attempt {info.attempts}"
+    if info.served_by:
+        text += f", from mirror {info.served_by}"
+    if info.output is not None:
+        text += f", extracted to {info.output.name}" if info.output.name else ""
     return text

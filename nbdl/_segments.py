@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from . import _state
+from . import _files, _state
 from ._errors import FileSystemError, IncompleteBodyError, file_error
 from ._headers import parse_content_range
 from ._models import DownloadStatus, PatchDownloadInfo
@@ -155,7 +155,7 @@ async def download(
         wanted = item.config.segments or worker.segments or AUTO_SEGMENTS
         count = _cap(wanted, session)
     with _file_errors(part):
-        fd = _open_part(part, total, fresh=first is not None)
+        fd = _open_part(part, item.dest, total, fresh=first is not None)
     try:
         if first is None and os.fstat(fd).st_size != total:
             for seg in segments:  # the partial file was replaced: nothing on disk is usable
@@ -191,7 +191,7 @@ class _Run:
         self.first = first
         #: Pieces go to where the first answer came from (redirects followed once, not per
         #: piece); a resumed run starts again from the item's URL.
-        self.target = str(first.url) if first is not None else item.url
+        self.target = str(first.url) if first is not None else item.source
         self.connections = connections
         #: Pieces not started yet, in file order; each connection takes the next one.
         self.pending = collections.deque(seg for seg in segments if not seg.complete)
@@ -364,19 +364,15 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return errors[0] if errors else asyncio.CancelledError()
 
 
-def _open_part(part: Path, total: int, *, fresh: bool) -> int:
+def _open_part(part: Path, dest: Path, total: int, *, fresh: bool) -> int:
+    fd = _files.open_part(part, dest, resume=not fresh)
     if fresh:
-        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _allocate(fd, total)
         except BaseException:
             os.close(fd)
             raise
-        return fd
-    try:
-        return os.open(part, os.O_RDWR)
-    except FileNotFoundError:
-        return os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+    return fd
 
 
 def _allocate(fd: int, total: int) -> None:
@@ -399,6 +395,7 @@ async def _finish(item: WorkItem, part: Path, fd: int, total: int, segments: lis
     if item.checksum is not None:
         item.check_digest(await asyncio.to_thread(_hash_fd, fd, item.checksum.new_hasher(), total))
     with _file_errors(item.path):
+        _files.check_final(item.path)
         os.replace(part, item.path)
     return total
 

@@ -5,21 +5,28 @@ runs it holds what ``Range`` + ``If-Range`` need (validator, expected size) next
 file ``dest/<name>.part``; after it completes it remains only when the file name came from the
 server (``Content-Disposition``), so that a re-run finds the file without asking the server.
 Records are written atomically and before the bytes they describe, so a killed process leaves
-nothing that could be mistaken for more than it is.
+nothing that could be mistaken for more than it is.  The state folder and its records are never
+reached through a link planted in ``dest`` (``O_NOFOLLOW``, descriptors relative to the folder):
+whatever ``dest`` contains, nbdl writes nothing outside it.  The folder also holds the lock file
+of the processes sharing ``dest`` (see ``_locks``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 STATE_DIR = ".nbdl"
 PART_SUFFIX = ".part"
 _HASH_BLOCK = 1024 * 1024
+#: A record is a few hundred bytes; a larger file there is not one of ours.
+_MAX_RECORD = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +41,13 @@ class Record:
     complete: bool = False
     #: A segmented download's progress: ``[start, end, done]`` per segment (see ``_segments``).
     segments: list[list[int]] | None = None
+    #: The URL the bytes came from, when it was one of the file's mirrors.
+    source: str | None = None
+
+    @property
+    def strong(self) -> bool:
+        """True when the record has a strong ETag, which identifies the bytes on any server."""
+        return bool(self.etag) and not str(self.etag).startswith("W/")
 
     @property
     def validator(self) -> str | None:
@@ -59,33 +73,103 @@ def hash_prefix(fd: int, hasher: hashlib._Hash, length: int) -> None:
         position += len(block)
 
 
+def record_name(url: str) -> str:
+    """The file name of ``url``'s record in the state folder."""
+    return hashlib.sha256(url.encode()).hexdigest()[:32] + ".json"
+
+
 def record_path(dest: Path, url: str) -> Path:
     """The record file of ``url`` in ``dest``."""
-    digest = hashlib.sha256(url.encode()).hexdigest()[:32]
-    return dest / STATE_DIR / f"{digest}.json"
+    return dest / STATE_DIR / record_name(url)
+
+
+def open_state_dir(dest: Path, *, create: bool = False) -> int:
+    """A descriptor of ``dest/.nbdl``, never reached through a link planted at that name.
+
+    With ``create`` the folder (and ``dest``) is made when missing.  Raises ``OSError``, with
+    ``ENOTDIR`` when something other than a folder is in the way.
+    """
+    path = dest / STATE_DIR
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags)
+    except FileNotFoundError:
+        if not create:
+            raise
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OSError(
+                errno.ENOTDIR, "a link or a file is in the way of nbdl's state folder", str(path)
+            ) from None
+        raise
+    dest.mkdir(parents=True, exist_ok=True)  # dest itself may be a link the user made
+    with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+        os.mkdir(path)
+    return open_state_dir(dest)
+
+
+def has_records(dest: Path) -> bool:
+    """True when ``dest`` may hold a record (a missing state folder holds none)."""
+    try:
+        fd = open_state_dir(dest)
+    except OSError as exc:
+        return exc.errno != errno.ENOENT
+    try:
+        return any(name.endswith(".json") for name in os.listdir(fd))
+    finally:
+        os.close(fd)
 
 
 def load(dest: Path, url: str) -> Record | None:
     """The record of ``url`` in ``dest``, or None if there is none or it is unreadable."""
     try:
-        data = json.loads(record_path(dest, url).read_text("utf-8"))
+        state = open_state_dir(dest)
+    except OSError:
+        return None
+    try:
+        fd = os.open(record_name(url), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=state)
+        with os.fdopen(fd, "rb") as file:
+            data = json.loads(file.read(_MAX_RECORD))
         record = Record(**data)
     except (OSError, ValueError, TypeError):
         return None
+    finally:
+        os.close(state)
     # A hash collision, or a record edited by hand, must not resume the wrong bytes.
     return record if record.url == url and isinstance(record.name, str) else None
 
 
 def save(dest: Path, record: Record) -> None:
-    """Write the record atomically (a temporary file, then ``os.replace``)."""
-    path = record_path(dest, record.url)
-    path.parent.mkdir(parents=True, exist_ok=True)  # dest too: the worker makes it lazily
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(record)), "utf-8")
-    os.replace(tmp, path)
+    """Write the record atomically (a new temporary file, then ``os.replace``)."""
+    state = open_state_dir(dest, create=True)
+    try:
+        name = record_name(record.url)
+        # A fresh random name, created exclusively and never through a link: a file planted
+        # at a predictable name cannot redirect the write.
+        tmp = f"{name}.{secrets.token_hex(6)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o644, dir_fd=state)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(json.dumps(asdict(record)).encode())
+            # A link planted at the record's name is replaced, never written through.
+            os.replace(tmp, name, src_dir_fd=state, dst_dir_fd=state)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=state)
+            raise
+    finally:
+        os.close(state)
 
 
 def delete(dest: Path, url: str) -> None:
     """Forget ``url``'s record, if any."""
-    with contextlib.suppress(FileNotFoundError):
-        record_path(dest, url).unlink()
+    try:
+        state = open_state_dir(dest)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(record_name(url), dir_fd=state)
+    finally:
+        os.close(state)

@@ -4,32 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import os
 import random
 import stat
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
-from . import _segments, _state
+from . import _files, _locks, _segments, _state
 from ._errors import (
     ChecksumMismatchError,
     DownloadError,
     DownloadTimeoutError,
+    ErrorKind,
     FileSystemError,
     HTTPStatusError,
     IncompleteBodyError,
+    InvalidConfigError,
+    ProcessingError,
     file_error,
     http_error,
     translate,
 )
+from ._extract import ExtractLimits
 from ._headers import parse_content_range
 from ._models import Checksum, DownloadStatus, FileConfig, PatchDownloadInfo, check_int
 from ._naming import sanitize_filename
+from ._processors import Extract, ProcessJob, Processor
 from ._urls import redact_url
 
 #: Large reads keep one stream from being CPU-bound (1 KiB reads cost 4x the CPU; see KNOWLEDGE).
@@ -38,6 +44,13 @@ from ._urls import redact_url
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 #: Bodies smaller than this get no resume record: restarting them costs less than the record.
 RESUME_MIN_BYTES = 256 * 1024
+#: Seconds between looks at a file another process is downloading (its lock, its progress):
+#: the first look comes soon (a small file takes milliseconds), later ones back off to the last.
+LOCK_POLLS = (0.01, 0.02, 0.05, 0.1, 0.25)
+#: Seconds between progress reports of a processor (its thread may call back far more often).
+PROCESS_REPORT_EVERY = 0.25
+#: HTTP statuses after which a mirror may still have the file.
+_MIRROR_STATUSES = frozenset({404, 410})
 
 Report = Callable[[PatchDownloadInfo], None]
 Claim = Callable[[Path], bool]
@@ -88,9 +101,24 @@ class WorkItem:
     has_record: bool = False
     #: True when the name came from the server (now or in an earlier run's record).
     server_named: bool = False
-    #: False when the final file cannot be there yet (its folder was empty when the batch began).
-    may_exist: bool = True
+    #: The cross-process locks of ``dest`` (None where the file system has none), and the
+    #: names this item holds (its name, and the server's name for it if that differs).
+    locks: _locks.FolderLocks | None = None
+    locked: list[str] = field(default_factory=list)
+    #: Which of the file's URLs is being tried: 0 the config's url, then its mirrors in turn.
+    source_index: int = 0
+    #: True when the manager has other work to give: a file another process holds is then
+    #: handed back (``download`` returns False) instead of waited for.
+    may_defer: bool = False
+    #: True once handed back for that reason: the display says so until the lock is ours.
+    deferred: bool = False
     _path: Path | None = field(default=None, repr=False)
+
+    @property
+    def source(self) -> str:
+        """The URL requested now: the config's ``url``, or the mirror being tried."""
+        index = self.source_index
+        return self.config.url if index == 0 else self.config.mirrors[index - 1]
 
     def save_record(self, record: _state.Record) -> None:
         """Write this file's state record (see ``_state``)."""
@@ -144,6 +172,10 @@ class WorkItem:
         self._path = None
 
 
+class _Deferred(Exception):
+    """Another process holds the file, and the manager has other work meanwhile."""
+
+
 class _RestartFromZero(Exception):
     """The partial file cannot be continued (the server changed or ignored the range)."""
 
@@ -176,11 +208,24 @@ class DownloadWorker:
         overwrite: bool = False,
         max_redirects: int = 10,
         segments: int | None = None,
+        extract: bool = False,
+        extract_limits: ExtractLimits | None = None,
+        processors: Sequence[Processor] = (),
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         if segments is not None:
             check_int("segments", segments, 1)
+        for processor in processors:
+            if not isinstance(processor, Processor):
+                raise InvalidConfigError(
+                    f"processors must have a 'label' and a 'process(job)' method, got {processor!r}"
+                )
+        #: Extract archives whose FileConfig does not say (``FileConfig.extract=None``).
+        self.extract = extract
+        self.extractor = Extract(extract_limits)
+        #: Run on every verified file, after extraction, in this order.
+        self.processors = tuple(processors)
         self.chunk_size = chunk_size
         self.retry = retry or RetryPolicy()
         self.read_timeout = read_timeout
@@ -195,6 +240,14 @@ class DownloadWorker:
         self._folders: set[Path] = set()
         #: Folders whose file system has no unnamed files: partial files there get a name.
         self._no_unnamed: set[Path] = set()
+        #: The cross-process locks of each folder (None: its file system has none).
+        self._locks: dict[Path, _locks.FolderLocks | None] = {}
+
+    def start_batch(self) -> None:
+        """Forget what was learnt of the folders: they may have been removed or replaced."""
+        self._folders.clear()
+        self._no_unnamed.clear()
+        self._locks.clear()
 
     def _client_timeout(self) -> aiohttp.ClientTimeout:
         """The timeouts of one request, made once while the settings stay the same."""
@@ -208,26 +261,34 @@ class DownloadWorker:
 
     async def download(
         self, session: aiohttp.ClientSession, item: WorkItem, report: Report, claim: Claim
-    ) -> None:
-        """Download ``item``, reporting every state change; never raises a ``DownloadError``."""
+    ) -> bool:
+        """Download ``item``, reporting every state change; never raises a ``DownloadError``.
+
+        Returns False, with the item still unfinished, when another process is writing the file
+        and ``item.may_defer`` says the manager would rather give this worker other work first.
+        """
         progress = _Progress()
         started = time.time()
         # Few reports per file: for small files they are a real share of the work.
         report(PatchDownloadInfo(status=DownloadStatus.PENDING, started_at=started, attempts=1))
         try:
+            await self._lock(item, report, claim)
             if await self._already_complete(item, report):
-                return
+                return True
             if self.timeout is None:  # the usual case: a timeout scope per file costs ~1 %
                 await self._attempts(session, item, report, claim, progress)
-                return
+                return True
             try:
                 async with asyncio.timeout(self.timeout):
                     await self._attempts(session, item, report, claim, progress)
+                return True
             except TimeoutError:
                 raise DownloadTimeoutError(
                     f"timed out: the download took longer than timeout={self.timeout:g} s",
                     url=item.url,
                 ) from None
+        except _Deferred:
+            return False
         except asyncio.CancelledError:
             report(
                 PatchDownloadInfo(
@@ -247,35 +308,162 @@ class DownloadWorker:
                     attempts=progress.attempts,
                 )
             )
+            return True
+        finally:
+            if item.locks is not None:
+                for name in item.locked:
+                    item.locks.unlock(name)
+                item.locked.clear()
+
+    async def _lock(self, item: WorkItem, report: Report, claim: Claim) -> None:
+        """Hold the file against other processes sharing the folder, waiting while one has it."""
+        locks = self._folder_locks(item.dest)
+        item.locks = locks
+        if locks is None:
+            return
+        name = item.name
+        if locks.try_lock(name):
+            item.locked.append(name)
+            if item.deferred:
+                report(PatchDownloadInfo(note=""))
+            return
+        if item.may_defer:
+            item.deferred = True
+            report(PatchDownloadInfo(note="waiting for another process"))
+            raise _Deferred
+        part = f"{item.path}{_state.PART_SUFFIX}"
+        record = _state.load(item.dest, item.url)
+        total = record.total if record is not None else None
+        polls = 0
+        while True:
+            # The other process's partial file shows its progress (an unnamed one cannot).
+            report(
+                PatchDownloadInfo(
+                    status=DownloadStatus.PENDING,
+                    note="waiting for another process",
+                    bytes_downloaded=_regular_size(part),
+                    total_bytes=total,
+                )
+            )
+            await asyncio.sleep(LOCK_POLLS[min(polls, len(LOCK_POLLS) - 1)])
+            polls += 1
+            if locks.try_lock(name):
+                break
+        item.locked.append(name)
+        report(PatchDownloadInfo(note="", bytes_downloaded=0))
+        # The other process may have saved it under the server's name: its record says so.
+        record = _state.load(item.dest, item.url)
+        if record is None:
+            return
+        item.has_record = True
+        if (
+            record.complete
+            and not item.name_fixed
+            and record.name != name
+            and claim(item.dest / record.name)
+        ):
+            item.rename(record.name)
+            item.server_named = True
+            report(PatchDownloadInfo(path=item.path))
+
+    def _folder_locks(self, dest: Path) -> _locks.FolderLocks | None:
+        try:
+            return self._locks[dest]
+        except KeyError:
+            pass
+        try:
+            locks = _locks.for_folder(dest)
+        except OSError as exc:
+            raise file_error(dest / _state.STATE_DIR, exc) from exc
+        self._locks[dest] = locks
+        return locks
 
     async def _already_complete(self, item: WorkItem, report: Report) -> bool:
         """True (and reported) when the final file is there and, with a checksum, verified."""
-        if self.overwrite or not item.may_exist:
+        if self.overwrite:
             return False
         final = item.path
         try:  # one stat per file: on a re-run of many small files it is most of the work
-            status = final.stat()
+            status = os.lstat(final)
         except OSError:
             return False
         if not stat.S_ISREG(status.st_mode):
+            _files.check_final(final)  # a link or a folder there: a clear failure, now
             return False
         size = status.st_size
         if item.checksum is not None:
             digest = await asyncio.to_thread(_hash_file, final, item.checksum, size)
             if digest != item.checksum.hexdigest:
                 return False
-        report(
+        await self._complete(
+            item,
+            report,
             PatchDownloadInfo(
                 status=DownloadStatus.COMPLETED,
                 bytes_downloaded=size,
                 total_bytes=size,
                 resumed_from=size,
-                finished_at=time.time(),
                 from_cache=True,
                 attempts=0,  # nothing was requested
-            )
+            ),
         )
         return True
+
+    async def _complete(self, item: WorkItem, report: Report, patch: PatchDownloadInfo) -> None:
+        """Run the item's processors on the verified file, then report ``patch`` (COMPLETED)."""
+        output = None
+        for processor in self._processors_for(item):
+            made = await self._process(processor, item, report, patch)
+            output = made if made is not None else output
+        report(dataclasses.replace(patch, finished_at=time.time(), output=output))
+
+    def _processors_for(self, item: WorkItem) -> list[Processor]:
+        config = item.config
+        wanted = config.extract if config.extract is not None else self.extract
+        chosen: list[Processor] = [self.extractor] if wanted or config.extract_to else []
+        chosen.extend(self.processors)
+        return chosen
+
+    async def _process(
+        self, processor: Processor, item: WorkItem, report: Report, patch: PatchDownloadInfo
+    ) -> Path | None:
+        """One processor, in a thread; a cancel waits for it to clean up, then propagates."""
+        loop = asyncio.get_running_loop()
+        label = processor.label
+        report(PatchDownloadInfo(status=DownloadStatus.PROCESSING, note=label))
+        last = 0.0
+
+        def progress(done: int, total: int | None) -> None:  # called in the processor's thread
+            nonlocal last
+            now = time.monotonic()
+            if now - last < PROCESS_REPORT_EVERY:
+                return
+            last = now
+            note = f"{label} {min(99, done * 100 // total)} %" if total else label
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is watching
+                loop.call_soon_threadsafe(report, PatchDownloadInfo(note=note))
+
+        job = ProcessJob(item.path, item.dest, item.config, progress=progress)
+        future = loop.run_in_executor(None, processor.process, job)
+        try:
+            made = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            job.cancelled.set()
+            with contextlib.suppress(BaseException):  # its own error matters less than the cancel
+                await future
+            raise
+        except DownloadError:
+            raise
+        except Exception as exc:
+            raise ProcessingError(
+                f"{label} failed: {type(exc).__name__}: {exc}", url=redact_url(item.url)
+            ) from exc
+        if made is not None and not isinstance(made, Path):
+            raise ProcessingError(
+                f"{label}: the processor returned {made!r}, not a Path or None",
+                url=redact_url(item.url),
+            )
+        return made
 
     async def _attempts(
         self,
@@ -302,10 +490,13 @@ class DownloadWorker:
                     item.discard_partial()
                     done = await self._attempt(session, item, report, claim, resume=False)
             except Exception as exc:  # classified below; only transient ones are retried
-                err = translate(exc, redact_url(item.url))
+                err = translate(exc, redact_url(item.source))
                 failures += 1
                 if not err.retryable or failures > self.retry.retries:
-                    raise err from exc
+                    if not self._next_mirror(item, err, report):
+                        raise err from exc
+                    failures = 0
+                    continue
                 retry_after = err.retry_after if isinstance(err, HTTPStatusError) else None
                 delay = self.retry.delay(failures, retry_after)
                 report(
@@ -318,17 +509,50 @@ class DownloadWorker:
                 await asyncio.sleep(delay)
                 continue
             self._finish_record(item)
-            report(
+            if item.source_index:
+                note: str | None = f"from mirror {item.source_index}: {redact_url(item.source)}"
+            else:
+                # The note said "retry ..." until now; say how it ended instead.
+                note = (
+                    f"completed on attempt {progress.attempts}" if progress.attempts > 1 else None
+                )
+            await self._complete(
+                item,
+                report,
                 PatchDownloadInfo(
                     status=DownloadStatus.COMPLETED,
                     bytes_downloaded=done,
                     total_bytes=done,
-                    finished_at=time.time(),
-                    # The note said "retry ..." until now; say how it ended instead.
-                    note=f"completed on attempt {progress.attempts}" if failures else None,
-                )
+                    note=note,
+                    served_by=redact_url(item.source) if item.source_index else None,
+                ),
             )
             return
+
+    def _next_mirror(self, item: WorkItem, err: DownloadError, report: Report) -> bool:
+        """Switch to the next mirror after ``err`` if another server may do better."""
+        mirrors = item.config.mirrors
+        if item.source_index >= len(mirrors):
+            return False
+        worth = err.kind in (ErrorKind.CONNECTION, ErrorKind.TIMEOUT) or (
+            isinstance(err, HTTPStatusError)
+            and (err.status in _MIRROR_STATUSES or 500 <= err.status <= 599)
+        )
+        if not worth:
+            return False
+        record = item.load_record()
+        if record is None or not (record.etag and not record.etag.startswith("W/")):
+            # Only a strong ETag proves another server's bytes continue these: start again.
+            item.discard_partial()
+        item.source_index += 1
+        report(
+            PatchDownloadInfo(
+                status=DownloadStatus.PENDING,
+                note=f"trying mirror {item.source_index} of {len(mirrors)} "
+                f"({redact_url(item.source)}) after: {err.message}",
+            )
+        )
+        return True
 
     async def _attempt(
         self,
@@ -342,6 +566,8 @@ class DownloadWorker:
         """One request (or one segmented transfer); returns the size of the verified file."""
         record = None if self.overwrite and not resume else item.load_record()
         offset = 0
+        if record is not None and record.source not in (None, item.source) and not record.strong:
+            record = None  # a date from another server proves nothing about these bytes
         if resume and record is not None and record.name == item.name and record.validator:
             offset = _partial_size(item)
             if record.total is not None and offset >= record.total:
@@ -363,7 +589,7 @@ class DownloadWorker:
         else:
             headers = None  # the manager's session sends exactly these already
         async with session.get(
-            item.url,
+            item.source,
             headers=headers,
             timeout=self._client_timeout(),
             allow_redirects=True,
@@ -390,6 +616,7 @@ class DownloadWorker:
                             etag=etag,
                             last_modified=last_modified,
                             total=total,
+                            source=item.source if item.source_index else None,
                         ),
                     )
             wanted = item.config.segments if item.config.segments is not None else self.segments
@@ -397,7 +624,14 @@ class DownloadWorker:
                 count = _segments.segment_count(resp, total, wanted, session)
                 if count > 1:
                     report(PatchDownloadInfo(http_status=resp.status))
-                    fresh = _state.Record(item.url, item.name, etag, last_modified, total)
+                    fresh = _state.Record(
+                        item.url,
+                        item.name,
+                        etag,
+                        last_modified,
+                        total,
+                        source=item.source if item.source_index else None,
+                    )
                     return await self._segmented(session, item, report, fresh, resp, count)
             return await self._stream(resp, item, report, offset, total, resumable)
 
@@ -472,6 +706,14 @@ class DownloadWorker:
                 "writes; give this one a FileConfig(filename=...)",
                 url=redact_url(item.url),
             )
+        if item.locks is not None and name not in item.locked:
+            if not item.locks.try_lock(name):
+                raise FileSystemError(
+                    f"the server names the file {name!r}, which another process is writing "
+                    "into this folder; give this one a FileConfig(filename=...)",
+                    url=redact_url(item.url),
+                )
+            item.locked.append(name)
         item.rename(name)
         item.server_named = True
         report(PatchDownloadInfo(path=new_path))
@@ -541,6 +783,7 @@ class DownloadWorker:
                     )
                 if hasher is not None:
                     item.check_digest(hasher.hexdigest())
+                _files.check_final(final)
                 if unnamed:
                     try:
                         _link(fd, final, part)
@@ -579,7 +822,10 @@ class DownloadWorker:
             if fd is not None:
                 return fd, True
             self._no_unnamed.add(item.dest)
-        return _open_part(part, item.dest, resume=bool(offset)), False
+        try:
+            return _files.open_part(part, item.dest, resume=bool(offset)), False
+        except OSError as exc:
+            raise file_error(part, exc) from exc
 
     def _finish_record(self, item: WorkItem) -> None:
         if not item.server_named:
@@ -591,10 +837,16 @@ class DownloadWorker:
 
 
 def _partial_size(item: WorkItem) -> int:
+    return _regular_size(_state.part_path(item.path))
+
+
+def _regular_size(path: str | Path) -> int:
+    """The size of the plain file at ``path``; 0 for none, a link or anything else."""
     try:
-        return _state.part_path(item.path).stat().st_size
+        info = os.lstat(path)
     except OSError:
         return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
 
 #: Linux names an unnamed (O_TMPFILE) file through /proc; elsewhere every file gets a ``.part``.
@@ -608,7 +860,7 @@ def _open_unnamed(dest: Path) -> int | None:
     if not _UNNAMED:
         return None
     try:
-        return _open_in(dest, dest, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC)
+        return _files.open_in(dest, dest, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno in _NO_UNNAMED:
             return None
@@ -631,24 +883,6 @@ def _link(fd: int, final: Path, part: str) -> None:
         os.replace(part, final)
 
 
-def _open_part(part: str, dest: Path, *, resume: bool) -> int:
-    """The partial file, open for writing (emptied unless ``resume``); makes ``dest`` if needed."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (0 if resume else os.O_TRUNC)
-    try:
-        return _open_in(dest, part, flags)
-    except OSError as exc:
-        raise file_error(part, exc) from exc
-
-
-def _open_in(dest: Path, path: Path | str, flags: int) -> int:
-    """``os.open`` of a file in ``dest``, making ``dest`` again if it was removed meanwhile."""
-    try:
-        return os.open(path, flags, 0o666)
-    except FileNotFoundError:
-        dest.mkdir(parents=True, exist_ok=True)
-        return os.open(path, flags, 0o666)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     written = os.write(fd, data)
     if written != len(data):  # rare (a signal, a nearly full disk): write the rest
@@ -659,7 +893,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _hash_file(path: Path, checksum: Checksum, size: int) -> str:
     hasher = checksum.new_hasher()
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = _files.open_final(path)
     try:
         _state.hash_prefix(fd, hasher, size)
     finally:

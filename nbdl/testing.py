@@ -33,6 +33,9 @@ parameters inject faults:
 ``at``, ``stall``  fault position in bytes (default: half the body) and stall seconds.
 ===============  ==================================================================================
 
+``/files/{name}`` serves bytes given to :meth:`LocalServer.add_file` (an archive a test or a
+notebook built, say) with the same headers, ranges and faults.
+
 Other routes: ``/redirect/{n}?to=PATH`` (``n`` hops, then ``to``), ``/loop`` (a redirect loop),
 ``/gzip/{name}`` (compresses whatever the client asks for).
 """
@@ -106,6 +109,7 @@ class LocalServer:
         self._port = port
         self._extra_routes = extra_routes
         self._stats = _Stats()
+        self._files: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -149,6 +153,7 @@ class LocalServer:
         self._stop = asyncio.Event()
         app = web.Application(middlewares=[self._track])
         app.router.add_route("*", "/data/{name}", self._data)
+        app.router.add_route("*", "/files/{name}", self._data)
         app.router.add_get("/gzip/{name}", self._gzip)
         app.router.add_get("/redirect/{n}", self._redirect)
         app.router.add_get("/loop", self._loop_route)
@@ -173,6 +178,14 @@ class LocalServer:
     def base(self) -> str:
         """``http://127.0.0.1:PORT``."""
         return f"http://127.0.0.1:{self.port}"
+
+    def add_file(self, name: str, data: bytes) -> str:
+        """Serve ``data`` at ``/files/{name}`` (replacing earlier bytes); returns its URL."""
+        if not name or "/" in name:
+            raise ValueError(f"a file name without '/', got {name!r}")
+        with self._lock:
+            self._files[name] = bytes(data)
+        return self.url(f"/files/{name}")
 
     def url(self, path: str, **query: object) -> str:
         """An absolute URL on this server; keyword arguments become the query string."""
@@ -230,13 +243,20 @@ class LocalServer:
     async def _data(self, request: web.Request) -> web.StreamResponse:
         q = request.query
         name = request.match_info["name"]
-        size = int(q.get("size", "1024"))
         n = self._nth(request)
         faults = [f for f in q.get("fail", "").split(",") if f]
         fault = faults[n] if n < len(faults) else "ok"
         etag_mode = q.get("etag", "fixed")
         version = n if etag_mode == "change" else 0
-        body = _content(name, size, version)
+        if request.path.startswith("/files/"):
+            with self._lock:
+                stored = self._files.get(name)
+            if stored is None:
+                return web.Response(status=404, text="no such file\n")
+            body, size = stored, len(stored)
+        else:
+            size = int(q.get("size", "1024"))
+            body = _content(name, size, version)
         if "delay" in q:
             await asyncio.sleep(float(q["delay"]))
         if fault.isdigit():
@@ -244,7 +264,9 @@ class LocalServer:
             return web.Response(status=int(fault), text=f"fault {fault}\n", headers=extra)
 
         headers: dict[str, str] = {"Content-Type": "application/octet-stream"}
-        digest = hashlib.sha1(body[:4096] + str(size).encode()).hexdigest()[:16]
+        # Generated bodies are told apart by their first bytes; added files may share them.
+        sample = body if request.path.startswith("/files/") else body[:4096]
+        digest = hashlib.sha1(sample + str(size).encode()).hexdigest()[:16]
         etag = None
         if etag_mode in ("fixed", "change"):
             etag = f'"{digest}-{version}"'

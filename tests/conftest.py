@@ -25,3 +25,9 @@ def server() -> Iterator[LocalServer]:
 def dest(tmp_path: Path) -> Path:
     """A download folder that does not exist yet (fetch must create it)."""
     return tmp_path / "downloads"
+
+
+def leftovers(dest: Path) -> list[str]:
+    """Everything under ``dest`` but nbdl's lock file (which stays, see ``nbdl._locks``)."""
+    found = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+    return [name for name in found if name not in (".nbdl", ".nbdl/lock")]

@@ -15,7 +15,7 @@ import pytest
 import nbdl
 from nbdl.testing import LocalServer, content_for
 
-from .conftest import FAST_RETRY
+from .conftest import FAST_RETRY, leftovers
 
 
 @pytest.mark.parametrize(
@@ -176,10 +176,10 @@ async def test_hard_kill_of_a_download_with_nothing_to_resume_leaves_nothing(
             )
         await asyncio.sleep(0.02)
     assert writing
-    assert list(dest.iterdir()) == []
+    assert leftovers(dest) == []
     proc.send_signal(signal.SIGKILL)
     await asyncio.to_thread(proc.wait)
-    assert list(dest.iterdir()) == []
+    assert leftovers(dest) == []
 
 
 async def test_cancel_then_resume(server: LocalServer, dest: Path) -> None:

@@ -71,6 +71,7 @@ def test_status_values_are_the_contract() -> None:
         "queued",
         "pending",
         "in_progress",
+        "processing",
         "completed",
         "failed",
         "cancelled",

@@ -284,7 +284,11 @@ def test_import_nbdl_loads_no_widget_library() -> None:
 
 
 FAILED, PENDING = nbdl.DownloadStatus.FAILED, nbdl.DownloadStatus.PENDING
-ACTIVE = (PENDING, nbdl.DownloadStatus.IN_PROGRESS)
+ACTIVE = {
+    nbdl.DownloadStatus.PENDING,
+    nbdl.DownloadStatus.IN_PROGRESS,
+    nbdl.DownloadStatus.PROCESSING,
+}
 
 
 def table_files(tracker: NotebookTracker) -> list[str]:

@@ -365,7 +365,7 @@ def test_kernel_interrupt_cancels_the_downloads(
     code = INTERRUPTED
     if call == "fetch_sync":
         code = code.replace("await nbdl.fetch(", "nbdl.fetch_sync(")
-    msg_id = kc.execute(code)
+    msg_id = kc.execute(code, stop_on_error=False)  # the next cell must not be aborted
     wait_for_part(tmp_path / "dl" / "big.bin.part")
     km.interrupt_kernel()
     reply = kc.get_shell_msg(timeout=30)
@@ -401,7 +401,8 @@ def test_cancel_button_works_while_the_cell_awaits(
     """A click on Cancel (a comm message from the front end) cancels the awaiting cell."""
     _, kc = kernel
     execute(kc, SETUP + "from pathlib import Path")
-    msg_id = kc.execute(CLICKABLE)
+    # stop_on_error=False: the cancelled cell must not make the kernel abort the next request.
+    msg_id = kc.execute(CLICKABLE, stop_on_error=False)
     model_id = None
     while model_id is None:
         msg = kc.get_iopub_msg(timeout=30)
@@ -459,7 +460,7 @@ def test_kernel_interrupt_does_not_cancel_a_background_job(
         kc,
         "job = nbdl.start([server.url('/data/bg.bin', size=3_000_000, rate=2_000_000)], dest='bg')",
     )
-    msg_id = kc.execute("await asyncio.sleep(30)")
+    msg_id = kc.execute("await asyncio.sleep(30)", stop_on_error=False)
     time.sleep(0.5)
     km.interrupt_kernel()
     reply = kc.get_shell_msg(timeout=30)
