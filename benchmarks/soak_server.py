@@ -89,7 +89,10 @@ class ServerStats:
     """What the server did so far."""
 
     requests: int = 0
-    ranged: int = 0
+    #: ``Range: bytes=a-``: a download resuming from the bytes it has.
+    resumes: int = 0
+    #: ``Range: bytes=a-b``: one piece of a segmented download.
+    pieces: int = 0
     bytes_served: int = 0
     faults: collections.Counter[str] = field(default_factory=collections.Counter)
     #: Whole bodies (200 answers) sent to the end, per file: more than one means the file was
@@ -190,7 +193,9 @@ class SoakServer:
         if file is None:
             raise web.HTTPNotFound()
         range_header = request.headers.get("Range")
-        self._count(requests=1, ranged=1 if range_header else 0)
+        closed = range_header is not None and not range_header.rstrip().endswith("-")
+        resume = range_header is not None and not closed
+        self._count(requests=1, resumes=int(resume), pieces=int(closed))
         fault = self._draw(range_header is not None) if request.method == "GET" else None
         if fault is not None:
             self._fault(fault)
