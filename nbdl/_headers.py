@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d{1,19})-(\d{1,19})/(\d{1,19}|\*)\s*$", re.IGNORECASE)
+#: ASCII only: a str pattern's \d also takes other scripts' digits, and int() would read them.
+_CONTENT_RANGE = re.compile(
+    r"^\s*bytes\s+(\d{1,19})-(\d{1,19})/(\d{1,19}|\*)\s*$", re.IGNORECASE | re.ASCII
+)
 
 
 def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:

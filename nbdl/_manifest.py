@@ -15,13 +15,14 @@ Every error names the line (or JSON item) it comes from.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import shlex
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ._errors import InvalidConfigError
 from ._models import FileConfig
@@ -29,8 +30,9 @@ from ._models import FileConfig
 __all__ = ["parse_manifest"]
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(FileConfig))
-_INT_FIELDS = ("priority", "size_bytes")
-_TEXT_OPTIONS = ("filename", "priority", "checksum", "mirrors")
+_INT_FIELDS = ("priority", "size_bytes", "segments")
+_TEXT_OPTIONS = ("filename", "priority", "checksum", "mirrors", "extract", "extract_to")
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 def parse_manifest(text: str, source: str, fmt: str | None = None) -> list[FileConfig]:
@@ -38,6 +40,9 @@ def parse_manifest(text: str, source: str, fmt: str | None = None) -> list[FileC
 
     Raises ``InvalidConfigError`` naming ``source`` and the bad line.
     """
+    # Windows tools start UTF-8 with a byte order mark; read_text("utf-8-sig") drops it from a
+    # file, but standard input and callers keep it.
+    text = text.removeprefix("\ufeff")
     if fmt is None:
         fmt = _guess_format(text, source)
     if fmt == "json":
@@ -55,12 +60,21 @@ def _guess_format(text: str, source: str) -> str:
     stripped = text.lstrip()
     if stripped.startswith(("[", "{")):
         return "json"
-    for line in stripped.splitlines():
+    for line in _lines(stripped):
         line = line.strip()
         if line and not line.startswith("#"):
-            columns = [c.strip().lower() for c in next(csv.reader([line]))]
+            try:
+                columns = [c.strip().lower() for c in next(csv.reader([line]))]
+            except csv.Error:  # a cell over the csv module's limit: not a header row
+                return "text"
             return "csv" if "url" in columns and len(columns) > 1 else "text"
     return "text"
+
+
+def _lines(text: str) -> list[str]:
+    # The lines an editor shows, as Path.read_text makes them: str.splitlines also breaks at
+    # form feeds, U+0085 and U+2028, which a comment may hold; and line numbers must match.
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _config(values: Mapping[str, Any], where: str) -> FileConfig:
@@ -83,12 +97,17 @@ def _field_value(name: str, text: str, where: str) -> object:
         return _as_int(name, text, where)
     if name == "mirrors":  # URLs hold no whitespace, so spaces separate them
         return text.split()
+    if name == "extract":
+        flag = _BOOLEANS.get(text.strip().lower())
+        if flag is None:
+            raise InvalidConfigError(f"{where}: extract must be true or false, got {text!r}")
+        return flag
     return text
 
 
 def _parse_text(text: str, source: str) -> list[FileConfig]:
     configs = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_lines(text), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -112,7 +131,7 @@ def _parse_text(text: str, source: str) -> list[FileConfig]:
 
 
 def _parse_csv(text: str, source: str) -> list[FileConfig]:
-    reader = csv.DictReader(io.StringIO(text))
+    reader = _CsvReader(text, source)
     columns = [c.strip() for c in reader.fieldnames or []]
     if "url" not in columns:
         raise InvalidConfigError(f"{source} line 1: a CSV manifest needs a 'url' column")
@@ -147,6 +166,8 @@ def _parse_json(text: str, source: str) -> list[FileConfig]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidConfigError(f"{source} line {exc.lineno}: invalid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # a number of 4300+ digits; nesting too deep
+        raise InvalidConfigError(f"{source}: invalid JSON: {exc}") from None
     if not isinstance(data, list):
         raise InvalidConfigError(f"{source}: a JSON manifest must be a list of files")
     configs = []
@@ -166,3 +187,32 @@ def _parse_json(text: str, source: str) -> list[FileConfig]:
         else:
             raise InvalidConfigError(f"{where}: expected a URL or an object, got {item!r}")
     return configs
+
+
+if TYPE_CHECKING:
+    _DictReader = csv.DictReader[str]
+else:  # not subscriptable at run time before Python 3.12
+    _DictReader = csv.DictReader
+
+
+class _CsvReader(_DictReader):
+    """A ``csv.DictReader`` whose errors (a cell over 128 KiB, say) name the line."""
+
+    def __init__(self, text: str, source: str) -> None:
+        # newline="": what the csv module needs to see line breaks inside quoted cells.
+        super().__init__(io.StringIO(text, newline=""))
+        self._source = source
+        with self._located():
+            _ = self.fieldnames  # the header is read here, where its errors are located
+
+    def __next__(self) -> dict[str | Any, str | Any]:
+        with self._located():
+            return super().__next__()
+
+    @contextlib.contextmanager
+    def _located(self) -> Iterator[None]:
+        try:
+            yield
+        except csv.Error as exc:
+            # line_num counts the lines read completely; the error is in the next one.
+            raise InvalidConfigError(f"{self._source} line {self.line_num + 1}: {exc}") from None

@@ -84,12 +84,18 @@ class Extract:
         self.limits = limits or _extract.ExtractLimits()
 
     def process(self, job: ProcessJob) -> Path | None:
-        """Extract ``job.path``, or find it extracted already; the folder (or file) made."""
+        """Extract ``job.path``, or find it extracted already; the folder (or file) made.
+
+        A file that is no archive is an error when its ``FileConfig`` asks for extraction, and
+        is left alone when only the batch does (``fetch(..., extract=True)``).
+        """
         target = job.config.extract_to or _extract.default_target(job.path.name)
         done = _extract.extracted(job.path, job.dest, target)
         if done is not None:
             return done
         if _extract.archive_format(job.path) is None:
+            if job.config.extract is None and job.config.extract_to is None:
+                return None  # fetch(extract=True) extracts the archives of a batch, if any
             raise ExtractionError(
                 f"{job.path.name} is not an archive nbdl can extract (tar, zip, or a file "
                 "compressed with gzip, bzip2, xz or zstd)"

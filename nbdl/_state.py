@@ -22,6 +22,8 @@ import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ._naming import sanitize_filename
+
 STATE_DIR = ".nbdl"
 PART_SUFFIX = ".part"
 _HASH_BLOCK = 1024 * 1024
@@ -135,8 +137,12 @@ def load(dest: Path, url: str) -> Record | None:
         return None
     finally:
         os.close(state)
-    # A hash collision, or a record edited by hand, must not resume the wrong bytes.
-    return record if record.url == url and isinstance(record.name, str) else None
+    # A hash collision, or a record edited by hand, must not resume the wrong bytes; a name
+    # planted in a record ("../x") must not lead a write out of dest.
+    name = record.name
+    if record.url != url or not isinstance(name, str) or sanitize_filename(name) != name:
+        return None
+    return record
 
 
 def save(dest: Path, record: Record) -> None:

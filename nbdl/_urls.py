@@ -7,6 +7,8 @@ import re
 from yarl import URL
 
 _SPACE = re.compile(r"\s")
+#: What precedes a URL's query: scheme, slashes, the authority (user info and host), the path.
+_PARTS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:)?(/*)([^/]*)(.*)", re.DOTALL)
 #: yarl raises IndexError, not ValueError, for some malformed hosts ("http://[::1]:@").
 _PARSE_ERRORS = (ValueError, TypeError, IndexError)
 #: Most URLs in a batch: http(s), a plain ASCII host, a port, printable ASCII after it.  yarl
@@ -36,7 +38,8 @@ def _check_url(url: object) -> str:
     try:
         parsed = URL(url)
     except _PARSE_ERRORS as exc:
-        raise ValueError(f"not a valid URL: {url!r} ({exc or type(exc).__name__})") from None
+        shown = redact_url(url)
+        raise ValueError(f"not a valid URL: {shown!r} ({exc or type(exc).__name__})") from None
     if parsed.scheme not in ("http", "https"):
         raise ValueError(f"not an absolute http(s) URL: {redact_url(url)!r}")
     if not parsed.host:
@@ -45,17 +48,33 @@ def _check_url(url: object) -> str:
 
 
 def redact_url(url: str) -> str:
-    """Mask the password and every query value, so a URL can be printed or logged."""
-    try:
-        parsed = URL(url)
-    except _PARSE_ERRORS:
-        return "<unparsable URL>"
-    if not parsed.is_absolute():
-        return url
-    if parsed.password is not None:
-        parsed = parsed.with_password("***")
-    if parsed.query_string:
-        masked = "&".join(f"{key}=***" for key in parsed.query)
-        parsed = parsed.with_query(None)
-        return f"{parsed}?{masked}"
-    return str(parsed)
+    """Mask the password, every query value and the fragment, so a URL can be printed or logged.
+
+    It works on the text, not on a parse: the URLs that most need hiding in an error message are
+    the ones no parser accepts (``https:/user:pw@host``, ``user:pw@host/a``).
+    """
+    rest, hash_mark, fragment = url.partition("#")
+    rest, query_mark, query = rest.partition("?")
+    match = _PARTS.fullmatch(rest)
+    assert match is not None  # every group may be empty
+    scheme, slashes, authority, path = match.groups(default="")
+    userinfo, at, host = authority.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            authority = f"{user}:***@{host}"
+        elif scheme and not slashes:  # "user:password@host/a": the "scheme" is the user
+            authority = f"***@{host}"
+    shown = f"{scheme}{slashes}{authority}{path}"
+    if query_mark:
+        shown += "?" + "&".join(_masked(part) for part in query.split("&"))
+    if hash_mark:  # fragments carry tokens too (OAuth's "#access_token=...")
+        shown += "#***" if fragment else "#"
+    return shown
+
+
+def _masked(part: str) -> str:
+    key, equals, _ = part.partition("=")
+    if equals:
+        return f"{key}=***"
+    return "***" if part else ""  # a part without "=" may be a bare token ("?AbC123")

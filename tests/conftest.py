@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import nbdl
 from nbdl.testing import LocalServer
+
+#: CI runs the same property examples every time (a red build reproduces; nothing to keep in
+#: .hypothesis/); locally each run explores new ones.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 #: Retries without the production backoff, so fault tests take milliseconds, not seconds.
 FAST_RETRY = nbdl.RetryPolicy(retries=3, backoff=0.01, max_backoff=0.05)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 #: Distributions whose import name is not their name, lower-cased, with '-' as '_'.
-IMPORT_NAMES = {"ipython": "IPython"}
+IMPORT_NAMES = {"ipython": "IPython", "backports-zstd": "backports"}
+#: Standard-library modules of newer Pythons than the one running the tests (imported there).
+NEWER_STDLIB = {"compression"}
 
 
 def _pyproject() -> dict[str, object]:
@@ -43,7 +45,8 @@ def _third_party_imports() -> set[str]:
                 found.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 found.add(node.module.split(".")[0])
-    return {n for n in found if n not in sys.stdlib_module_names and n not in ("nbdl",)}
+    stdlib = sys.stdlib_module_names | NEWER_STDLIB
+    return {n for n in found if n not in stdlib and n not in ("nbdl",)}
 
 
 def _import_name(distribution: str) -> str:

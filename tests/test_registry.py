@@ -472,6 +472,24 @@ def test_mirrors_in_every_manifest_form() -> None:
         parse_manifest('[{"url": "https://h/a", "mirrors": "https://m/a"}]', "l.json")
 
 
+def test_extract_in_every_manifest_form() -> None:
+    """Manifests take extract and extract_to as text options, CSV columns and JSON fields."""
+    text = "https://h/a.tgz extract=true extract_to=data\nhttps://h/b.tgz extract=no\n"
+    csv = "url,extract,extract_to\nhttps://h/a.tgz,TRUE,data\nhttps://h/b.tgz,0,\n"
+    listed = json.dumps(
+        [
+            {"url": "https://h/a.tgz", "extract": True, "extract_to": "data"},
+            {"url": "https://h/b.tgz", "extract": False},
+        ]
+    )
+    for content, source in ((text, "l.txt"), (csv, "l.csv"), (listed, "l.json")):
+        first, second = parse_manifest(content, source)
+        assert (first.extract, first.extract_to) == (True, "data"), source
+        assert (second.extract, second.extract_to) == (False, None), source
+    with pytest.raises(InvalidConfigError, match=r"^l.csv line 2: extract must be true or false"):
+        parse_manifest("url,extract\nhttps://h/a.tgz,maybe\n", "l.csv")
+
+
 # -- the README --------------------------------------------------------------------------------
 
 

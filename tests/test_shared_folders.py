@@ -312,3 +312,19 @@ async def test_folder_without_working_locks_downloads_with_a_warning(
     assert all(info.from_cache for info in again)
     warnings = [r.getMessage() for r in caplog.records if "no working file locks" in r.getMessage()]
     assert len(warnings) == 1
+
+
+@pytest.mark.parametrize("name", ["../escaped.bin", "/tmp/abs.bin", "", "a/b.bin", "x.bin.part"])
+async def test_a_planted_record_cannot_name_a_path_outside_dest(
+    server: LocalServer, dest: Path, name: str
+) -> None:
+    """A record whose name is not a plain file name is ignored: the file lands in dest."""
+    url = server.url("/data/r.bin", size=1000)
+    record = _state.record_path(dest, url)
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"url": url, "name": name, "complete": True}))
+    info = await _fetch(url, dest)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert info.path == dest / "r.bin"
+    assert not (dest.parent / "escaped.bin").exists()
+    assert (dest / "r.bin").read_bytes() == content_for("r.bin", 1000)
