@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest bench clean
+.PHONY: test demo lint typecheck pytest bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,8 @@ bench: $(STAMP)
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(BENCH_DEBS); fi
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# Soak (not part of `make test`): nbdl processes killed at random and restarted, while another
+# one shares the folder, against a faulty local server; checks every byte. SOAK_ARGS="--seed 2".
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
