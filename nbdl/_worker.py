@@ -395,6 +395,13 @@ class DownloadWorker:
             digest = await asyncio.to_thread(_hash_file, final, item.checksum, size)
             if digest != item.checksum.hexdigest:
                 return False
+        # A process killed between the rename and the record delete leaves an incomplete
+        # record by a complete file: it is stale, whoever finds it removes it.
+        if item.has_record:
+            record = item.load_record()
+            if record is not None and not record.complete:
+                with contextlib.suppress(OSError):
+                    item.forget_record()
         await self._complete(
             item,
             report,
