@@ -36,6 +36,7 @@ EXPECTED_ALL = [
     "__version__",
     "fetch",
     "fetch_sync",
+    "serve",
     "start",
 ]
 
