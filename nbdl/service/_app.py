@@ -356,7 +356,7 @@ def _folder(dest: str | Path) -> Path:
         raise InvalidConfigError(f"dest must be a folder path, got {dest!r}")
     folder = Path(dest).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return folder.resolve()
 
 
 def _is_loopback(host: str) -> bool:
