@@ -50,6 +50,15 @@ _STATIC = {
 Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One API request, its query parameters and body checked against the route's schemas."""
+
+    request: web.Request
+    query: dict[str, Any]
+    body: Any = None
+
+
 def _json(data: object, status: int = 200) -> web.Response:
     return web.Response(
         status=status, text=json.dumps(data, separators=(",", ":")), content_type="application/json"
@@ -93,10 +102,9 @@ class Service:
         handler = getattr(self, route.handler)
 
         async def call(request: web.Request) -> web.StreamResponse:
-            request["query"] = parse_query(route, request.query)
-            if route.body is not None:
-                request["body"] = await self._body(request, route.body)
-            response: web.StreamResponse = await handler(request)
+            query = parse_query(route, request.query)
+            body = None if route.body is None else await self._body(request, route.body)
+            response: web.StreamResponse = await handler(Call(request, query, body))
             return response
 
         return call
@@ -160,15 +168,15 @@ class Service:
         self.runner.wake()
         return items
 
-    async def add_download(self, request: web.Request) -> web.Response:
+    async def add_download(self, call: Call) -> web.Response:
         """POST /downloads."""
-        config = self._config(request["body"], "download")
+        config = self._config(call.body, "download")
         (item,) = await self._add([config])
         return _json(item.to_json(), 201)
 
-    async def add_batch(self, request: web.Request) -> web.Response:
+    async def add_batch(self, call: Call) -> web.Response:
         """POST /downloads/batch."""
-        body = request["body"]
+        body = call.body
         if ("items" in body) == ("manifest" in body):
             raise Problem(422, "Unprocessable Content", "give either items or manifest")
         if "items" in body:
@@ -187,10 +195,10 @@ class Service:
         )
 
     # -- reading -----------------------------------------------------------------------------------
-    async def list_downloads(self, request: web.Request) -> web.Response:
+    async def list_downloads(self, call: Call) -> web.Response:
         """GET /downloads."""
-        query = request["query"]
-        statuses = _statuses(request.query.get("status"))
+        query = call.query
+        statuses = _statuses(call.request.query.get("status"))
         limit = query.get("limit", 100)
         ids = self.store.ids(statuses, after=query.get("cursor", 0))
         if "offset" in query:
@@ -207,9 +215,9 @@ class Service:
             }
         )
 
-    async def get_download(self, request: web.Request) -> web.Response:
+    async def get_download(self, call: Call) -> web.Response:
         """GET /downloads/{id}."""
-        return _json(self._item(request).to_json())
+        return _json(self._item(call.request).to_json())
 
     def stats_data(self) -> dict[str, Any]:
         """Totals of the queue."""
@@ -224,16 +232,16 @@ class Service:
             "speed": round(sum(i.speed or 0.0 for i in active if i is not None), 1),
         }
 
-    async def stats(self, request: web.Request) -> web.Response:
+    async def stats(self, call: Call) -> web.Response:
         """GET /stats."""
         return _json(self.stats_data())
 
     # -- changing ----------------------------------------------------------------------------------
-    async def change_download(self, request: web.Request) -> web.Response:
+    async def change_download(self, call: Call) -> web.Response:
         """PATCH /downloads/{id}."""
-        item = self._item(request)
+        item = self._item(call.request)
         try:
-            self.store.set_priority(item, request["body"]["priority"])
+            self.store.set_priority(item, call.body["priority"])
         except ValueError as exc:
             raise Problem(422, "Unprocessable Content", str(exc)) from None
         await self.store.save(item)
@@ -241,9 +249,9 @@ class Service:
         return _json(item.to_json())
 
     async def _transition(
-        self, request: web.Request, allowed: frozenset[Status], to: Status, verb: str
+        self, call: Call, allowed: frozenset[Status], to: Status, verb: str
     ) -> web.Response:
-        item = self._item(request)
+        item = self._item(call.request)
         if item.status not in allowed:
             raise Problem(409, "Conflict", f"a {item.status.value} download cannot be {verb}")
         if to is Status.QUEUED:
@@ -256,30 +264,30 @@ class Service:
         await self.store.save(item)
         return _json(item.to_json())
 
-    async def pause_download(self, request: web.Request) -> web.Response:
+    async def pause_download(self, call: Call) -> web.Response:
         """POST /downloads/{id}/pause."""
         allowed = frozenset({Status.QUEUED, *ACTIVE})
-        return await self._transition(request, allowed, Status.PAUSED, "paused")
+        return await self._transition(call, allowed, Status.PAUSED, "paused")
 
-    async def resume_download(self, request: web.Request) -> web.Response:
+    async def resume_download(self, call: Call) -> web.Response:
         """POST /downloads/{id}/resume."""
-        return await self._transition(request, frozenset({Status.PAUSED}), Status.QUEUED, "resumed")
+        return await self._transition(call, frozenset({Status.PAUSED}), Status.QUEUED, "resumed")
 
-    async def cancel_download(self, request: web.Request) -> web.Response:
+    async def cancel_download(self, call: Call) -> web.Response:
         """POST /downloads/{id}/cancel."""
         allowed = frozenset({Status.QUEUED, Status.PAUSED, *ACTIVE})
-        return await self._transition(request, allowed, Status.CANCELLED, "cancelled")
+        return await self._transition(call, allowed, Status.CANCELLED, "cancelled")
 
-    async def retry_download(self, request: web.Request) -> web.Response:
+    async def retry_download(self, call: Call) -> web.Response:
         """POST /downloads/{id}/retry."""
         allowed = frozenset({Status.FAILED, Status.CANCELLED})
-        return await self._transition(request, allowed, Status.QUEUED, "retried")
+        return await self._transition(call, allowed, Status.QUEUED, "retried")
 
-    async def remove_download(self, request: web.Request) -> web.Response:
+    async def remove_download(self, call: Call) -> web.Response:
         """DELETE /downloads/{id}."""
-        item = self._item(request)
+        item = self._item(call.request)
         await self.runner.stop(item, Status.CANCELLED)
-        if request["query"].get("delete_file", False):
+        if call.query.get("delete_file", False):
             await asyncio.to_thread(self._delete_files, item)
         await self.store.remove([item])
         return web.Response(status=204)
@@ -299,9 +307,9 @@ class Service:
                 path.unlink()
         _state.delete(folder, item.config.url)
 
-    async def purge(self, request: web.Request) -> web.Response:
+    async def purge(self, call: Call) -> web.Response:
         """POST /purge."""
-        statuses = _statuses(request.query.get("status")) or [Status.COMPLETED]
+        statuses = _statuses(call.request.query.get("status")) or [Status.COMPLETED]
         if not set(statuses) <= FINISHED:
             raise Problem(422, "Unprocessable Content", "only finished downloads can be purged")
         items = [self.store.get(i) for i in list(self.store.ids(statuses))]
@@ -310,11 +318,11 @@ class Service:
         return _json({"removed": len(chosen)})
 
     # -- streams, documents, the page --------------------------------------------------------------
-    async def events(self, request: web.Request) -> web.StreamResponse:
+    async def events(self, call: Call) -> web.StreamResponse:
         """GET /events: Server-Sent Events."""
         last: int | None
         try:
-            last = int(request.headers.get("Last-Event-ID", ""))
+            last = int(call.request.headers.get("Last-Event-ID", ""))
         except ValueError:
             last = None
         resp = web.StreamResponse(
@@ -324,7 +332,7 @@ class Service:
                 "X-Accel-Buffering": "no",
             }
         )
-        await resp.prepare(request)
+        await resp.prepare(call.request)
         # EventSource reconnects after this many ms when the stream breaks.
         await resp.write(b"retry: 2000\n\n")
         with contextlib.suppress(ConnectionResetError):
@@ -332,7 +340,7 @@ class Service:
                 await resp.write(frame)
         return resp
 
-    async def openapi_document(self, request: web.Request) -> web.Response:
+    async def openapi_document(self, call: Call) -> web.Response:
         """GET /openapi.json."""
         return web.Response(body=self._document, content_type="application/json")
 
@@ -424,6 +432,7 @@ async def serve(
     retries: int | RetryPolicy = 3,
     read_timeout: float | None = 60,
     allow_hosts: tuple[str, ...] = (),
+    ssrf_exempt: tuple[str, ...] = (),
     run_downloads: bool = True,
 ) -> Server:
     """Start the download service on the running event loop; returns once it listens.
@@ -433,7 +442,8 @@ async def serve(
     a random one) is required by every request.  ``ssrf_guard`` refuses downloads from
     loopback, private and link-local addresses, checked at every redirect; it defaults to on
     when ``host`` is not a loopback address (which also warns).  ``allow_hosts`` adds ``Host``
-    names the service answers to (e.g. the machine's name, when bound beyond loopback).
+    names the service answers to (e.g. the machine's name, when bound beyond loopback);
+    ``ssrf_exempt`` holds ``host:port`` pairs the guard lets through (a trusted internal mirror).
     ``run_downloads=False`` keeps every item queued (for trying the API).
     """
     check_int("max_workers", max_workers, 1)
@@ -450,6 +460,7 @@ async def serve(
         )
     guard_on = (not loopback) if ssrf_guard is None else ssrf_guard
     dest = _folder(dest)
+    exempt = frozenset(pair.lower() for pair in ssrf_exempt)
     policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries=retries)
     worker = DownloadWorker(retry=policy, read_timeout=read_timeout)
 
@@ -462,7 +473,7 @@ async def serve(
         limit_per_host=max_per_host,
         ttl_dns_cache=300,
         enable_cleanup_closed=True,
-        resolver=GuardedResolver() if guard_on else None,
+        resolver=GuardedResolver(exempt) if guard_on else None,
     )
     session = aiohttp.ClientSession(
         connector=connector,
@@ -470,7 +481,7 @@ async def serve(
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         timeout=aiohttp.ClientTimeout(total=None),
         read_bufsize=4 * DEFAULT_CHUNK_SIZE,
-        trace_configs=[ssrf_trace_config()] if guard_on else None,
+        trace_configs=[ssrf_trace_config(exempt)] if guard_on else None,
         # No proxies from the environment: a proxy would resolve names the guard cannot see.
         trust_env=False,
     )

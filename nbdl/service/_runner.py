@@ -99,6 +99,7 @@ class Runner:
         #: What a cancelled task's item becomes: paused, cancelled, or queued (service stopping).
         self._stop_as: dict[int, Status] = {}
         self._wake = asyncio.Event()
+        self._closing = False
 
     @property
     def running(self) -> int:
@@ -114,7 +115,7 @@ class Runner:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self.run_downloads and len(self._tasks) < self.max_workers:
+            while self.run_downloads and not self._closing and len(self._tasks) < self.max_workers:
                 item = self.store.next_queued()
                 if item is None:
                     break
@@ -173,6 +174,7 @@ class Runner:
 
     async def close(self) -> None:
         """Stop every download; the items stay queued, to resume at the next start."""
+        self._closing = True
         tasks = list(self._tasks.items())
         for item_id, task in tasks:
             self._stop_as[item_id] = Status.QUEUED

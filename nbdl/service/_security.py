@@ -160,7 +160,6 @@ class Guard:
         presented: str | None = None
         if scheme.lower() == "bearer" and bearer:
             presented = bearer.strip()
-            request["bearer"] = True
         elif request.path == "/" and "token" in request.query:
             presented = request.query["token"]
         elif COOKIE in request.cookies:
@@ -194,11 +193,16 @@ class Guard:
             if origin is not None:
                 if origin.lower() != f"{request.scheme}://{request.host}".lower():
                     raise Problem(403, "Forbidden", "cross-origin request refused")
-            elif not request.get("bearer") and (
+            elif not _has_bearer(request) and (
                 request.headers.get("Sec-Fetch-Site", "same-origin") != "same-origin"
             ):
                 raise Problem(403, "Forbidden", "cross-site request refused")
         return await handler(request)
+
+
+def _has_bearer(request: web.Request) -> bool:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(value)
 
 
 # -- SSRF guard ----------------------------------------------------------------------------------
@@ -222,16 +226,22 @@ def _refuse(host: str, why: str) -> DownloadError:
 
 
 class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, refusing names that resolve to non-global addresses."""
+    """aiohttp's resolver, refusing names that resolve to non-global addresses.
 
-    def __init__(self) -> None:
+    ``exempt`` holds ``host:port`` pairs let through (an internal mirror one trusts).
+    """
+
+    def __init__(self, exempt: frozenset[str] = frozenset()) -> None:
         self._inner = aiohttp.ThreadedResolver()
+        self._exempt = exempt
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         """Resolve ``host``; raise if any address is loopback, private, link-local, ..."""
         results = await self._inner.resolve(host, port, family)
+        if f"{host}:{port}".lower() in self._exempt:
+            return results
         for result in results:
             if _refused_address(result["host"]):
                 # Any one refused: a name that mixes public and private addresses is a trick.
@@ -243,8 +253,10 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def _check_url(url: URL) -> None:
+def _check_url(url: URL, exempt: frozenset[str]) -> None:
     host = url.raw_host or ""
+    if f"{host}:{url.port}".lower() in exempt:
+        return
     literal = host.strip("[]")
     try:
         ipaddress.ip_address(literal.split("%", 1)[0])
@@ -254,25 +266,27 @@ def _check_url(url: URL) -> None:
         raise _refuse(host, "is not a public address")
 
 
-async def _on_start(
-    session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams
-) -> None:
-    _check_url(params.url)
+def ssrf_trace_config(exempt: frozenset[str] = frozenset()) -> aiohttp.TraceConfig:
+    """Checks IP-literal hosts of the first request and of every redirect, before it is sent."""
 
+    async def on_start(
+        session: aiohttp.ClientSession,
+        ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestStartParams,
+    ) -> None:
+        _check_url(params.url, exempt)
 
-async def _on_redirect(
-    session: aiohttp.ClientSession,
-    ctx: SimpleNamespace,
-    params: aiohttp.TraceRequestRedirectParams,
-) -> None:
-    location = params.response.headers.get("Location") or params.response.headers.get("URI")
-    if location:
-        _check_url(params.url.join(URL(location)))
+    async def on_redirect(
+        session: aiohttp.ClientSession,
+        ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestRedirectParams,
+    ) -> None:
+        headers = params.response.headers
+        location = headers.get("Location") or headers.get("URI")
+        if location:
+            _check_url(params.response.url.join(URL(location)), exempt)
 
-
-def ssrf_trace_config() -> aiohttp.TraceConfig:
-    """Checks IP-literal hosts of the first request and of every redirect."""
     config = aiohttp.TraceConfig()
-    config.on_request_start.append(_on_start)
-    config.on_request_redirect.append(_on_redirect)
+    config.on_request_start.append(on_start)
+    config.on_request_redirect.append(on_redirect)
     return config
