@@ -178,7 +178,7 @@ class Guard:
             raise Problem(401, "Unauthorized", "wrong token")
         if request.path == "/" and "token" in request.query:
             # Keep the token out of the address bar, history and bookmarks: a cookie from now on.
-            resp = web.HTTPSeeOther("/")
+            resp = web.Response(status=303, headers={"Location": "/"})
             resp.set_cookie(COOKIE, presented, httponly=True, samesite="Strict", path="/")
             for name, value in SECURITY_HEADERS.items():
                 resp.headers[name] = value
