@@ -123,8 +123,10 @@ class EventHub:
         return encode(self.seq, "snapshot", {"seq": self.seq, "stats": self._stats()})
 
     def since(self, last: int) -> list[Event] | None:
-        """The events after ``last``, or None when some of them have left the ring."""
-        if last >= self.seq:
+        """The events after ``last``, or None when some left the ring (or ``last`` is unknown)."""
+        if last > self.seq:  # an id from an earlier run of the service
+            return None
+        if last == self.seq:
             return []
         if not self._ring or self._ring[0].seq > last + 1:
             return None
