@@ -9,6 +9,7 @@ Schema used here (types, required, additionalProperties, bounds, enums).  Semant
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,14 @@ MAX_PAGE = 1000
 MAX_BATCH = 10_000
 
 _NULLABLE_STRING = {"type": ["string", "null"], "maxLength": 4096}
+#: What FileConfig checks in full; the pattern tells a client (and a fuzzer) the shape.
+_URL_PATTERN = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+"
+
+
+def _statuses_pattern(names: list[str]) -> str:
+    one = "|".join(names)
+    return f"^({one})(,({one}))*$"
+
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "DownloadInput": {
@@ -31,7 +40,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["url"],
         "additionalProperties": False,
         "properties": {
-            "url": {"type": "string", "maxLength": 8192, "description": "absolute http(s) URL"},
+            "url": {
+                "type": "string",
+                "maxLength": 8192,
+                "pattern": _URL_PATTERN,
+                "description": "absolute http(s) URL",
+            },
             "filename": {
                 **_NULLABLE_STRING,
                 "description": "a plain file name inside the folder (default: from the URL)",
@@ -47,7 +61,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "segments": {"type": ["integer", "null"], "minimum": 1, "maximum": 64},
             "mirrors": {
                 "type": "array",
-                "items": {"type": "string", "maxLength": 8192},
+                "items": {"type": "string", "maxLength": 8192, "pattern": _URL_PATTERN},
                 "maxItems": 32,
             },
             "extract": {"type": ["boolean", "null"]},
@@ -166,7 +180,7 @@ class Route:
     path: str
     handler: str
     summary: str
-    responses: Mapping[int, tuple[str, str | None]]
+    responses: Mapping[int, tuple[str, str | None] | tuple[str, str, dict[str, Any]]]
     body: str | None = None
     params: tuple[Param, ...] = ()
     #: Answered with something other than JSON (the page, the event stream).
@@ -177,9 +191,22 @@ class Route:
 _ID = Param("id", {"type": "integer", "minimum": 1}, "the item's id", "path")
 _STATUS = Param(
     "status",
-    {"type": "string", "maxLength": 200},
+    {"type": "string", "pattern": _statuses_pattern([s.value for s in Status])},
     "comma-separated statuses to keep (" + ", ".join(s.value for s in Status) + ")",
 )
+#: What a client can do with the id of a download it added (OpenAPI links, for tools).
+_LINKS = {
+    name: {"operationId": name, "parameters": {"id": "$response.body#/id"}}
+    for name in (
+        "get_download",
+        "change_download",
+        "pause_download",
+        "resume_download",
+        "cancel_download",
+        "retry_download",
+        "remove_download",
+    )
+}
 _ITEM = {200: ("the item", "Item"), 404: ("no such item", "Problem")}
 _ACTION = {**_ITEM, 409: ("not possible in the item's status", "Problem")}
 
@@ -207,7 +234,7 @@ ROUTES: tuple[Route, ...] = (
         "add_download",
         "Add one download",
         {
-            201: ("added (queued)", "Item"),
+            201: ("added (queued)", "Item", _LINKS),
             409: ("the URL or file name is already in the queue", "Problem"),
             413: ("body too large", "Problem"),
             422: ("invalid download", "Problem"),
@@ -276,7 +303,10 @@ ROUTES: tuple[Route, ...] = (
         params=(
             Param(
                 "status",
-                {"type": "string", "maxLength": 200},
+                {
+                    "type": "string",
+                    "pattern": _statuses_pattern(["completed", "failed", "cancelled"]),
+                },
                 "comma-separated finished statuses to forget (default: completed)",
             ),
         ),
@@ -305,6 +335,7 @@ _COMMON = {
     400: ("malformed request", "Problem"),
     401: ("no token, or a wrong one", "Problem"),
     403: ("refused: Host or Origin not allowed", "Problem"),
+    415: ("the body is not application/json", "Problem"),
     422: ("invalid parameter", "Problem"),
     429: ("too many wrong tokens", "Problem"),
 }
@@ -336,8 +367,10 @@ def openapi() -> dict[str, Any]:
                 },
             }
         responses: dict[str, Any] = {}
-        for status, (text, schema) in sorted({**_COMMON, **route.responses}.items()):
+        for status, (text, schema, *links) in sorted({**_COMMON, **route.responses}.items()):
             answer: dict[str, Any] = {"description": text}
+            if links:
+                answer["links"] = links[0]
             if schema is not None:
                 media = "application/problem+json" if schema == "Problem" else route.media
                 answer["content"] = {media: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
@@ -404,8 +437,13 @@ def check_value(value: object, schema: dict[str, Any], where: str) -> None:
             raise Problem(422, "Unprocessable Content", f"{where} must be >= {schema['minimum']}")
         if "maximum" in schema and value > schema["maximum"]:
             raise Problem(422, "Unprocessable Content", f"{where} must be <= {schema['maximum']}")
-    if isinstance(value, str) and len(value) > schema.get("maxLength", len(value)):
-        raise Problem(422, "Unprocessable Content", f"{where} is too long")
+    if isinstance(value, str):
+        if len(value) > schema.get("maxLength", len(value)):
+            raise Problem(422, "Unprocessable Content", f"{where} is too long")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            raise Problem(
+                422, "Unprocessable Content", f"{where} does not match {schema['pattern']}"
+            )
     if isinstance(value, list):
         if len(value) > schema.get("maxItems", len(value)):
             raise Problem(422, "Unprocessable Content", f"{where} has too many items")
