@@ -44,7 +44,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "string",
                 "maxLength": 8192,
                 "pattern": _URL_PATTERN,
-                "description": "absolute http(s) URL",
+                "description": "an absolute http(s) URL",
             },
             "filename": {
                 **_NULLABLE_STRING,
@@ -61,7 +61,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "segments": {"type": ["integer", "null"], "minimum": 1, "maximum": 64},
             "mirrors": {
                 "type": "array",
-                "items": {"type": "string", "maxLength": 8192, "pattern": _URL_PATTERN},
+                "items": {
+                    "type": "string",
+                    "maxLength": 8192,
+                    "pattern": _URL_PATTERN,
+                    "description": "an absolute http(s) URL",
+                },
                 "maxItems": 32,
             },
             "extract": {"type": ["boolean", "null"]},
@@ -441,9 +446,8 @@ def check_value(value: object, schema: dict[str, Any], where: str) -> None:
         if len(value) > schema.get("maxLength", len(value)):
             raise Problem(422, "Unprocessable Content", f"{where} is too long")
         if "pattern" in schema and not re.search(schema["pattern"], value):
-            raise Problem(
-                422, "Unprocessable Content", f"{where} does not match {schema['pattern']}"
-            )
+            wanted = schema.get("description") or f"text matching {schema['pattern']}"
+            raise Problem(422, "Unprocessable Content", f"{where} must be {wanted}")
     if isinstance(value, list):
         if len(value) > schema.get("maxItems", len(value)):
             raise Problem(422, "Unprocessable Content", f"{where} has too many items")
