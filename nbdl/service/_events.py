@@ -1,11 +1,13 @@
 """The live event stream: numbered changes, coalesced per item, kept in a bounded ring.
 
 Items report changes as often as the engine likes (per chunk); the hub keeps only *which* items
-changed and, a few times a second, turns each into one ``item`` event carrying its whole current
-state, so a client needs no other request to stay current (qBittorrent's ``sync/maindata?rid=N``
-sends changes since a response id; aria2 sends bare ids and its UIs poll).  Every event has a
-sequence number (the SSE ``id:``); a client that reconnects with ``Last-Event-ID`` gets what it
-missed from the ring, or a ``snapshot`` event telling it to reload when that is too old.
+changed and, a few times a second, turns each into one event: ``item`` with its whole state when
+it is new to the stream or its status changed, else ``progress`` with only the changed fields of
+a running item.  A client needs no other request to stay current (qBittorrent's
+``sync/maindata?rid=N`` sends changes since a response id; aria2 sends bare ids, UIs poll).
+Every event has a sequence number (the SSE ``id:``); a client that reconnects with
+``Last-Event-ID`` gets what it missed from the ring, or a ``snapshot`` event telling it to
+reload when that is too old.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class EventHub:
         self._closed = False
         #: For speed: (time, bytes) of each active item at the last batch.
         self._samples: dict[int, tuple[float, int]] = {}
+        #: What was last sent of each active item: later batches send only what changed.
+        self._sent: dict[int, dict[str, Any]] = {}
         store.on_change = self._changed
         store.on_remove = self._gone
 
@@ -70,6 +74,7 @@ class EventHub:
     def _gone(self, item_id: int) -> None:
         self._dirty.discard(item_id)
         self._samples.pop(item_id, None)
+        self._sent.pop(item_id, None)
         self._removed.add(item_id)
 
     def _publish(self, kind: str, data: dict[str, Any]) -> None:
@@ -88,6 +93,24 @@ class EventHub:
         rate = max(0.0, (item.bytes_downloaded - last[1]) / (now - last[0]))
         item.speed = rate if item.speed is None else 0.5 * item.speed + 0.5 * rate
 
+    def _publish_item(self, item: Item) -> None:
+        """Publish ``item`` (the whole item), or ``progress`` (only what changed).
+
+        ``progress`` is for a running item whose status did not change: a tenth of the bytes.
+        """
+        data = item.to_json()
+        last = self._sent.get(item.id)
+        if item.status in ACTIVE:
+            self._sent[item.id] = data
+        else:
+            self._sent.pop(item.id, None)
+        if last is None or last["status"] != data["status"] or item.status not in ACTIVE:
+            self._publish("item", data)
+            return
+        changed = {key: value for key, value in data.items() if last.get(key) != value}
+        if changed:
+            self._publish("progress", {"id": item.id, **changed})
+
     def flush(self) -> None:
         """Turn what changed since the last batch into events and wake the streams."""
         now = time.monotonic()
@@ -99,7 +122,7 @@ class EventHub:
             if item is not None:
                 self._speed(item, now)
                 if not bulk:
-                    self._publish("item", item.to_json())
+                    self._publish_item(item)
         self._dirty.clear()
         if not bulk:
             for item_id in sorted(self._removed):

@@ -110,6 +110,7 @@ function fillRow(row, item) {
   actions.appendChild(button("up", "Priority up", item));
   actions.appendChild(button("down", "Priority down", item));
   actions.appendChild(button("remove", "Remove", item));
+  row.item = item;
   row.dataset.status = item.status;
   row.dataset.priority = String(item.priority);
 }
@@ -180,6 +181,12 @@ function connect() {
   const source = new EventSource(`${API}/events`);
   source.addEventListener("snapshot", (event) => { onStats(JSON.parse(event.data).stats); reload(); });
   source.addEventListener("item", (event) => onItem(JSON.parse(event.data)));
+  source.addEventListener("progress", (event) => {
+    // Only the changed fields of a running item: merge them into the row's copy.
+    const change = JSON.parse(event.data);
+    const row = state.rows.get(change.id);
+    if (row && row.item) onItem({ ...row.item, ...change });
+  });
   source.addEventListener("stats", (event) => onStats(JSON.parse(event.data)));
   source.addEventListener("removed", (event) => {
     const id = JSON.parse(event.data).id;
