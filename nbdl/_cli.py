@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from ._errors import InvalidConfigError
+from ._errors import BatchConflictError, InvalidConfigError
 from ._manifest import parse_manifest
 from ._models import DownloadInfo, FileConfig
 from ._tracker import NullTracker, Tracker
@@ -252,6 +252,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
+    except BatchConflictError as exc:  # another service serves this folder
+        raise UsageError(str(exc)) from None
     except OSError as exc:  # the port is taken, the address is not ours, ...
         raise UsageError(
             f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}"

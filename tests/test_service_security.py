@@ -145,6 +145,7 @@ async def test_cross_origin_post_is_refused(svc: Server) -> None:
         {**bearer(svc), "Origin": "http://evil.example"},
         {**cookie, "Origin": "null"},
         {**cookie, "Sec-Fetch-Site": "cross-site"},
+        cookie,  # neither Origin nor Sec-Fetch-Site: a cookie alone is not enough
     ):
         status, _, _ = await raw(svc, "POST", "/api/v1/downloads", headers, json=body)
         assert status == 403, headers
@@ -214,3 +215,11 @@ async def test_bad_tokens_are_refused_at_start(tmp_path: Path) -> None:
     """A token shorter than 8 characters is an InvalidConfigError."""
     with pytest.raises(nbdl.InvalidConfigError, match="token"):
         await nbdl.serve(tmp_path, token="short")
+
+
+async def test_one_service_per_folder(svc: Server) -> None:
+    """A second service on the same folder is refused: they would share partial files."""
+    with pytest.raises(nbdl.BatchConflictError, match="already serving"):
+        await nbdl.serve(svc.dest)
+    status, _, _ = await raw(svc, "GET", "/api/v1/stats", bearer(svc))
+    assert status == 200  # the first one is unharmed

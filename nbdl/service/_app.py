@@ -465,7 +465,11 @@ async def serve(
     worker = DownloadWorker(retry=policy, read_timeout=read_timeout)
 
     store = Store(dest)
-    warnings_found = await store.open()
+    try:
+        warnings_found = await store.open()
+    except BaseException:
+        await store.close()
+        raise
     for text in warnings_found:
         warnings.warn(f"nbdl serve: {text}", stacklevel=2)
     connector = aiohttp.TCPConnector(

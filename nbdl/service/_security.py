@@ -193,9 +193,11 @@ class Guard:
             if origin is not None:
                 if origin.lower() != f"{request.scheme}://{request.host}".lower():
                     raise Problem(403, "Forbidden", "cross-origin request refused")
-            elif not _has_bearer(request) and (
-                request.headers.get("Sec-Fetch-Site", "same-origin") != "same-origin"
+            elif not _has_bearer(request) and request.headers.get("Sec-Fetch-Site") != (
+                "same-origin"
             ):
+                # Browsers send no Origin on a same-origin EventSource, but they do send
+                # Sec-Fetch-Site; a cookie alone, with neither, is not enough.
                 raise Problem(403, "Forbidden", "cross-site request refused")
         return await handler(request)
 

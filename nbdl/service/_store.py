@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,11 +24,13 @@ from typing import Any, TypeVar
 
 from sortedcontainers import SortedDict, SortedList, SortedSet
 
+from .._errors import BatchConflictError
 from .._models import FileConfig
 from .._naming import check_explicit_filename, fallback_name, name_from_url
 from .._state import STATE_DIR
 
 DB_NAME = "service.sqlite3"
+LOCK_NAME = "service.lock"
 _T = TypeVar("_T")
 
 
@@ -197,6 +201,30 @@ def _row(item: Item) -> tuple[object, ...]:
     )
 
 
+class FolderBusyError(BatchConflictError):
+    """Another service (in this process or another one) is serving the same folder."""
+
+
+def lock_folder(state_dir: Path) -> int:
+    """Take the folder's service lock (released when the fd closes, or the process dies).
+
+    Two services on one folder would download the same items into the same ``.part`` files.
+    """
+    import fcntl
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FolderBusyError(
+            f"another nbdl service is already serving {state_dir.parent}; stop it first, or "
+            "serve another folder"
+        ) from None
+    return fd
+
+
 class Database:
     """The SQLite file, used from one thread of its own."""
 
@@ -253,6 +281,7 @@ class Store:
     def __init__(self, dest: Path) -> None:
         self.dest = dest
         self.db = Database(dest / STATE_DIR / DB_NAME)
+        self._lock: int | None = None
         self._items: SortedDict[int, Item] = SortedDict()  # id -> Item, so pages by id are cheap
         self._by_status: dict[Status, SortedSet[int]] = {status: SortedSet() for status in Status}
         #: Queued items, best first: (-priority, id).
@@ -271,6 +300,7 @@ class Store:
 
         Returns one warning per stored row that could not be loaded.
         """
+        self._lock = lock_folder(self.dest / STATE_DIR)
         rows, seq = await self.db.call(_load)
         warnings = []
         for row in rows:
@@ -433,9 +463,16 @@ class Store:
         await self.db.call(lambda conn: conn.executemany(_UPSERT, rows))
 
     async def close(self) -> None:
-        """Write what is left and close the database."""
-        await self.flush()
-        await self.db.close()
+        """Write what is left, close the database and release the folder."""
+        try:
+            if self._lock is not None:
+                await self.flush()
+        finally:
+            await self.db.close()
+            if self._lock is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._lock)
+                self._lock = None
 
 
 def _item_from_row(row: tuple[Any, ...]) -> Item:
