@@ -60,7 +60,7 @@ async def test_page_adds_urls_and_shows_live_progress(tmp_path: Path, server: Lo
             moving = page.locator("#rows tr[data-status='in_progress'] progress")
             await page.wait_for_function(
                 "() => [...document.querySelectorAll('#rows progress')]"
-                ".some(b => b.value > 0.05 && b.value < 0.95)",
+                ".some(b => b.value > 0.3 && b.value < 0.95)",
                 timeout=10_000,
             )
             assert await moving.count() >= 1

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -214,3 +215,32 @@ async def test_kill_9_mid_download_then_restart_resumes_with_range(
     resumed = server.requests_for("/data/killed.bin")[-1].headers.get("Range", "")
     start = int(resumed.removeprefix("bytes=").split("-")[0])
     assert 0 < start <= kept
+
+
+def test_serve_on_a_taken_port_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """'nbdl serve' on a port in use says so in one line and exits 2."""
+    from nbdl._cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "-o", str(tmp_path / "dl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nbdl: error: cannot serve on 127.0.0.1:{port}")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_serve_on_a_served_folder_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second 'nbdl serve' on a folder another process serves is refused, exit 2."""
+    from nbdl._cli import main
+
+    process, _ = start_service(tmp_path / "dl", "f" * 16)
+    try:
+        assert main(["serve", "--port", "0", "-o", str(tmp_path / "dl")]) == 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    assert "already serving" in capsys.readouterr().err

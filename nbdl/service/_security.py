@@ -145,6 +145,11 @@ class Guard:
         return failures[0] + FAILURE_WINDOW - now
 
     def _fail(self, client: str) -> None:
+        if len(self._failures) >= 10_000:
+            # Many addresses guessing (beyond loopback): forget those whose window has passed.
+            cutoff = time.monotonic() - FAILURE_WINDOW
+            for key in [k for k, v in self._failures.items() if not v or v[-1] < cutoff]:
+                del self._failures[key]
         self._failures.setdefault(client, deque(maxlen=MAX_FAILURES)).append(time.monotonic())
 
     def check_token(self, presented: str) -> bool:
