@@ -68,16 +68,23 @@ __all__ = [
     "cache_dir",
     "fetch",
     "fetch_sync",
+    "serve",
     "start",
 ]
 
 if TYPE_CHECKING:
     from ._notebook import NotebookTracker
     from ._rich import LogTracker, RichTracker
+    from .service import serve
 
 # Display trackers load on first use: `import nbdl` in a script must not import Rich or
-# ipywidgets, and the engine never does.
-_LAZY = {"LogTracker": "._rich", "NotebookTracker": "._notebook", "RichTracker": "._rich"}
+# ipywidgets, and the engine never does; nor does it load the web service.
+_LAZY = {
+    "LogTracker": "._rich",
+    "NotebookTracker": "._notebook",
+    "RichTracker": "._rich",
+    "serve": ".service",
+}
 
 
 def __getattr__(name: str) -> object:

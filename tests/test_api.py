@@ -42,6 +42,7 @@ EXPECTED_ALL = [
     "cache_dir",
     "fetch",
     "fetch_sync",
+    "serve",
     "start",
 ]
 
