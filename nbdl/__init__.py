@@ -23,6 +23,7 @@ from ._jobs import DownloadJob, start
 from ._manager import DownloadManager
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
 from ._processors import Extract, ProcessJob, Processor
+from ._storage import FolderStorage, ObjectStorage, Storage, StoredObject
 from ._sync import fetch_sync
 from ._tracker import DownloadTracker, NullTracker, Tracker
 from ._version import __version__
@@ -46,12 +47,14 @@ __all__ = [
     "ExtractionError",
     "FileConfig",
     "FileSystemError",
+    "FolderStorage",
     "HTTPStatusError",
     "IncompleteBodyError",
     "InvalidConfigError",
     "LogTracker",
     "NotebookTracker",
     "NullTracker",
+    "ObjectStorage",
     "PatchDownloadInfo",
     "ProcessJob",
     "ProcessingError",
@@ -59,6 +62,8 @@ __all__ = [
     "Results",
     "RetryPolicy",
     "RichTracker",
+    "Storage",
+    "StoredObject",
     "TooManyRedirectsError",
     "Tracker",
     "__version__",

@@ -13,6 +13,7 @@ from ._manager import DEFAULT_MAX_PER_HOST, DownloadManager, queue_all
 from ._models import FileConfig, Results, check_headers, check_int
 from ._processors import Processor
 from ._select import resolve_tracker
+from ._storage import Storage
 from ._tracker import Tracker
 from ._worker import DownloadWorker, RetryPolicy
 
@@ -21,7 +22,7 @@ TrackerChoice = str | Tracker
 
 async def fetch(
     items: Iterable[str | FileConfig],
-    dest: str | Path = ".",
+    dest: str | Path | Storage = ".",
     *,
     max_workers: int = 3,
     tracker: TrackerChoice = "auto",
@@ -38,6 +39,10 @@ async def fetch(
     processors: Sequence[Processor] = (),
 ) -> Results:
     """Download every item into ``dest`` concurrently and return one result per item.
+
+    ``dest`` is a local folder, an object-store URL (``s3://bucket/prefix``, ``gs://...``,
+    ``az://...``, ``memory://name``; needs ``nbdl[cloud]``) or an ``nbdl.Storage``: bodies then
+    stream into the store, verified before an object appears (see ``nbdl.ObjectStorage``).
 
     Every item and setting is validated before the first request: a bad one raises
     ``InvalidConfigError`` (a ``ValueError``) naming it, and nothing is downloaded.  A file that

@@ -13,7 +13,7 @@ from types import TracebackType
 
 import aiohttp
 
-from . import _busy, _state
+from . import _busy, _state, _storage
 from ._errors import InvalidConfigError
 from ._models import (
     DownloadInfo,
@@ -47,7 +47,7 @@ class DownloadManager:
     def __init__(
         self,
         *,
-        dest: str | Path = ".",
+        dest: str | Path | _storage.Storage = ".",
         max_workers: int = 3,
         client: aiohttp.ClientSession | None = None,
         tracker: Tracker | None = None,
@@ -59,12 +59,18 @@ class DownloadManager:
         check_int("max_per_host", max_per_host, 1)
         #: Connections open to one host at a time, segments of a large file included.
         self.max_per_host = max_per_host
-        if not isinstance(dest, str | Path) or str(dest) == "":
-            raise InvalidConfigError(f"dest must be a folder path, got {dest!r}")
-        self.dest = Path(dest).expanduser()
+        self.worker = worker or DownloadWorker()
+        folder, storage = _storage.resolve(dest)
+        #: Where files go when ``dest`` is not a local folder (an object store, say).
+        self.storage = storage
+        #: The local folder; for a storage, an empty relative path (paths are then bare names).
+        self.dest = folder if folder is not None else Path()
+        if storage is not None and (self.worker.extract or self.worker.processors):
+            raise InvalidConfigError(
+                f"extract and processors need a local dest folder, not {storage.location('')}"
+            )
         self.max_workers = max_workers
         self.tracker: Tracker = tracker if tracker is not None else NullTracker()
-        self.worker = worker or DownloadWorker()
         self.headers = dict(headers or {})
         self._client = client
         self._owns_client = client is None
@@ -134,8 +140,19 @@ class DownloadManager:
         ``InvalidConfigError`` (a ``ValueError``) for a bad item or a clash of final paths.
         """
         url, config = _as_url_and_config(item)
+        if (
+            self.storage is not None
+            and config is not None
+            and (config.extract or config.extract_to)
+        ):
+            raise InvalidConfigError(
+                f"{redact_url(url)}: extract needs a local dest folder, "
+                f"not {self.storage.location('')}"
+            )
         filename = config.filename if config is not None else None
-        record = None if self._no_records else _state.load(self.dest, url)
+        record = (
+            None if self._no_records or self.storage is not None else _state.load(self.dest, url)
+        )
         if filename is not None:
             name = check_explicit_filename(filename)
         elif record is not None and record.name:
@@ -171,6 +188,7 @@ class DownloadManager:
             path=path,
             priority=priority,
             total_bytes=config.size_bytes if config is not None else None,
+            location=None if self.storage is None else self.storage.location(name),
         )
         self._store.register_download(info)
         if self._also is not None:
@@ -188,7 +206,9 @@ class DownloadManager:
         self._waiting -= 1
         config = self._configs.pop(url, None) or FileConfig._of_checked_url(url)
         record = self._records.pop(url, None)
-        fixed = config.filename is not None
+        # A storage keeps the URL's name (or the config's): a re-run must find the object
+        # without a request, and there is no record to remember the server's name by.
+        fixed = config.filename is not None or self.storage is not None
         path = self._store.get(url).path
         return WorkItem(
             config=config,
@@ -201,11 +221,13 @@ class DownloadManager:
             checksum=config.parsed_checksum,
             has_record=record is not None,
             server_named=not fixed and record is not None and record.name != name_from_url(url),
+            storage=self.storage,
         )
 
     def _claim(self, url: str, path: Path) -> bool:
         owner = self._claims.setdefault(path, url)
-        return owner == url and _busy.add(self, path)
+        # Object keys are not local paths: other batches' folders are no concern of theirs.
+        return owner == url and (self.storage is not None or _busy.add(self, path))
 
     def _reporter(self, url: str) -> Report:
         store, also = self._store, self._also
@@ -226,7 +248,8 @@ class DownloadManager:
         """
         if self._client is None:
             raise RuntimeError("use 'async with DownloadManager(...)' before run()")
-        _busy.reserve(self, self._claims)
+        if self.storage is None:
+            _busy.reserve(self, self._claims)
         self.worker.start_batch()
         self.tracker.start()
         try:
@@ -286,7 +309,7 @@ def _as_url_and_config(item: object) -> tuple[str, FileConfig | None]:
 def queue_all(manager: DownloadManager, items: Iterable[str | FileConfig]) -> None:
     """Queue every item, naming the bad one (by position) if any is invalid."""
     # Records are written only while downloads run, and none runs while this queues.
-    manager._no_records = not _state.has_records(manager.dest)
+    manager._no_records = manager.storage is not None or not _state.has_records(manager.dest)
     try:
         for position, item in enumerate(items):
             try:

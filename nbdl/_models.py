@@ -246,6 +246,9 @@ class DownloadInfo:
     output: Path | None = None
     #: The URL that served the bytes, when it was a mirror rather than ``url``.
     served_by: str | None = None
+    #: Where the file was stored when ``dest`` is not a local folder, e.g.
+    #: ``s3://bucket/prefix/name`` (``path`` is then just the name); None for a local file.
+    location: str | None = None
 
     @property
     def filename(self) -> str:
@@ -305,7 +308,7 @@ class DownloadInfo:
         error = f", error={self.error!r}" if self.error else ""
         return (
             f"DownloadInfo({redact_url(self.url)!r}, status={self.status.value}, "
-            f"path={str(self.path)!r}, {size}{error})"
+            f"path={self.location or str(self.path)!r}, {size}{error})"
         )
 
 
@@ -373,6 +376,11 @@ class Results(Sequence[DownloadInfo]):
     def paths(self) -> list[Path]:
         """Final paths of the completed downloads, in input order."""
         return [i.path for i in self.completed]
+
+    @property
+    def locations(self) -> list[str]:
+        """Where each completed download is: its object URL, or its local path as a string."""
+        return [i.location or str(i.path) for i in self.completed]
 
     @property
     def outputs(self) -> list[Path]:
