@@ -448,7 +448,7 @@ class Results(Sequence[DownloadInfo]):
             took = f"{info.elapsed:.2f} s" if info.elapsed is not None else ""
             status = "cached" if info.from_cache else info.status.value
             rows.append(
-                f"<tr{style}><td>{html.escape(info.filename)}</td>"
+                f"<tr{style}><td>{html.escape(info.location or info.filename)}</td>"
                 f"<td>{format_bytes(info.bytes_downloaded)}</td><td>{status}</td>"
                 f"<td>{took}</td><td>{html.escape(info.error or '')}</td></tr>"
             )

@@ -383,3 +383,20 @@ async def test_folder_storage_is_the_local_fast_path(server: LocalServer, dest: 
     with pytest.raises(RuntimeError, match="body broke"):
         await folder.write("g.bin", failing())
     assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == ["f.bin"]
+
+
+async def test_displays_and_results_show_the_object_url(server: LocalServer) -> None:
+    """The log tracker, the notebook status text and Results' HTML name the object's URL."""
+    import io
+
+    from nbdl._notebook import _status_text
+
+    name = f"mem-{uuid.uuid4().hex[:8]}"
+    out = io.StringIO()
+    url = server.url("/data/shown.bin", size=100)
+    results = await nbdl.fetch([url], f"memory://{name}/p", tracker=nbdl.LogTracker(file=out))
+    where = f"memory://{name}/p/shown.bin"
+    assert where in out.getvalue()
+    assert where in _status_text(results[0])
+    assert where in results._repr_html_()
+    assert where in repr(results[0])
