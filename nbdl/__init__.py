@@ -19,10 +19,12 @@ from ._errors import (
 )
 from ._extract import ExtractLimits
 from ._fetch import fetch
+from ._hooks import DownloadEvent, EventKind, Hooks
 from ._jobs import DownloadJob, start
 from ._manager import DownloadManager
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
 from ._processors import Extract, ProcessJob, Processor
+from ._schedulers import PriorityScheduler, RoundRobinScheduler, Scheduler
 from ._storage import FolderStorage, ObjectStorage, Storage, StoredObject
 from ._sync import fetch_sync
 from ._tracker import DownloadTracker, NullTracker, Tracker
@@ -34,6 +36,7 @@ __all__ = [
     "ChecksumMismatchError",
     "ConnectionFailedError",
     "DownloadError",
+    "DownloadEvent",
     "DownloadInfo",
     "DownloadJob",
     "DownloadManager",
@@ -42,6 +45,7 @@ __all__ = [
     "DownloadTracker",
     "DownloadWorker",
     "ErrorKind",
+    "EventKind",
     "Extract",
     "ExtractLimits",
     "ExtractionError",
@@ -49,6 +53,7 @@ __all__ = [
     "FileSystemError",
     "FolderStorage",
     "HTTPStatusError",
+    "Hooks",
     "IncompleteBodyError",
     "InvalidConfigError",
     "LogTracker",
@@ -56,12 +61,15 @@ __all__ = [
     "NullTracker",
     "ObjectStorage",
     "PatchDownloadInfo",
+    "PriorityScheduler",
     "ProcessJob",
     "ProcessingError",
     "Processor",
     "Results",
     "RetryPolicy",
     "RichTracker",
+    "RoundRobinScheduler",
+    "Scheduler",
     "Storage",
     "StoredObject",
     "TooManyRedirectsError",

@@ -9,9 +9,12 @@ from pathlib import Path
 
 from ._errors import InvalidConfigError
 from ._extract import ExtractLimits
+from ._hooks import Hook, Hooks
 from ._manager import DEFAULT_MAX_PER_HOST, DownloadManager, queue_all
 from ._models import FileConfig, Results, check_headers, check_int
 from ._processors import Processor
+from ._schedulers import Scheduler
+from ._schedulers import resolve as resolve_scheduler
 from ._select import resolve_tracker
 from ._storage import Storage
 from ._tracker import Tracker
@@ -37,6 +40,8 @@ async def fetch(
     extract: bool = False,
     extract_limits: ExtractLimits | None = None,
     processors: Sequence[Processor] = (),
+    hooks: Hooks | Mapping[str, Hook | Sequence[Hook]] | None = None,
+    scheduler: Scheduler | str | None = None,
 ) -> Results:
     """Download every item into ``dest`` concurrently and return one result per item.
 
@@ -56,6 +61,11 @@ async def fetch(
     ``extract=True`` extracts every archive once it is verified (``FileConfig(extract=...)``
     decides per file), safely and once: see ``nbdl.Extract`` and ``extract_limits``.
     ``processors`` run on every verified file after that (see ``nbdl.Processor``).
+
+    ``hooks`` (an ``nbdl.Hooks``, or ``{"completed": [fn], ...}``) are told of every file's
+    events, off the download path.  ``scheduler`` picks the next file for a free worker:
+    ``"priority"`` (the default), ``"round-robin"`` (hosts take turns within a priority) or an
+    ``nbdl.Scheduler``.
     """
     settings = check_settings(
         max_workers=max_workers,
@@ -69,6 +79,8 @@ async def fetch(
         extract=extract,
         extract_limits=extract_limits,
         processors=processors,
+        hooks=hooks,
+        scheduler=scheduler,
     )
     chosen = resolve_tracker(tracker)
     worker = DownloadWorker(
@@ -92,6 +104,8 @@ async def fetch(
         worker=worker,
         headers=settings.headers,
         max_per_host=max_per_host,
+        hooks=settings.hooks,
+        scheduler=scheduler,
     )
     # Queue (and so validate) every item before the session opens: bad input costs no request.
     queue_all(manager, items)
@@ -104,6 +118,7 @@ class _Settings:
     retry: RetryPolicy
     headers: dict[str, str]
     processors: tuple[Processor, ...]
+    hooks: Hooks | None = None
 
 
 def check_settings(
@@ -119,6 +134,8 @@ def check_settings(
     extract: object = False,
     extract_limits: object = None,
     processors: object = (),
+    hooks: object = None,
+    scheduler: object = None,
 ) -> _Settings:
     """Validate ``fetch``'s settings; raises ``InvalidConfigError`` naming the bad one."""
     check_int("max_workers", max_workers, 1)
@@ -161,4 +178,5 @@ def check_settings(
             raise InvalidConfigError(
                 f"each processor needs a 'label' and a 'process(job)' method, got {processor!r}"
             )
-    return _Settings(retry, checked, chosen)
+    resolve_scheduler(scheduler)  # only to validate: the manager makes its own
+    return _Settings(retry, checked, chosen, Hooks.of(hooks))

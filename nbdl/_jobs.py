@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from ._errors import InvalidConfigError
 from ._extract import ExtractLimits
 from ._fetch import TrackerChoice, check_settings, fetch
+from ._hooks import Hook, Hooks
 from ._manager import DownloadManager, queue_all
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
 from ._processors import Processor
+from ._schedulers import Scheduler
 from ._select import resolve_tracker
 from ._storage import Storage
 from ._tracker import DownloadTracker, Tracker
@@ -54,6 +56,8 @@ class FetchOptions(TypedDict, total=False):
     extract: bool
     extract_limits: ExtractLimits | None
     processors: Sequence[Processor]
+    hooks: Hooks | Mapping[str, Hook | Sequence[Hook]] | None
+    scheduler: Scheduler | str | None
 
 
 _SETTINGS = tuple(inspect.signature(check_settings).parameters)

@@ -6,15 +6,15 @@ import asyncio
 import functools
 import os
 import urllib.request
-from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
 import aiohttp
 
-from . import _busy, _state, _storage
+from . import _busy, _schedulers, _state, _storage
 from ._errors import InvalidConfigError
+from ._hooks import Dispatcher, EventKind, Hooks
 from ._models import (
     DownloadInfo,
     DownloadStatus,
@@ -54,6 +54,8 @@ class DownloadManager:
         worker: DownloadWorker | None = None,
         headers: dict[str, str] | None = None,
         max_per_host: int = DEFAULT_MAX_PER_HOST,
+        hooks: Hooks | None = None,
+        scheduler: _schedulers.Scheduler | str | None = None,
     ) -> None:
         check_int("max_workers", max_workers, 1)
         check_int("max_per_host", max_per_host, 1)
@@ -82,10 +84,12 @@ class DownloadManager:
         #: The tracker to tell besides the store, when it is not the store itself.
         self._also: Tracker | None = None if self._store is self.tracker else self.tracker
         # Per queued URL only its DownloadInfo (in the store) is kept; a WorkItem is built when a
-        # worker takes it, so a 100,000-line manifest does not hold 100,000 of them.  Queues of
-        # URLs per priority keep input order among equals without an object per entry.
-        self._pending: dict[int, deque[str]] = {}
-        self._waiting = 0
+        # worker takes it, so a 100,000-line manifest does not hold 100,000 of them.  The
+        # scheduler holds the URL strings only.
+        self._scheduler = _schedulers.resolve(scheduler)
+        #: Lifecycle hooks, and their delivery while ``run`` runs.
+        self.hooks = Hooks.of(hooks)
+        self._dispatch: Dispatcher | None = None
         self._order: list[str] = []
         self._queued: set[str] = set()
         #: Only for items given as FileConfig, and for URLs with a state record on disk.
@@ -193,17 +197,14 @@ class DownloadManager:
         self._store.register_download(info)
         if self._also is not None:
             self._also.register_download(info)
-        self._pending.setdefault(priority, deque()).append(url)
-        self._waiting += 1
+        self._scheduler.push(url, priority)
         return info
 
     def _next_item(self) -> WorkItem | None:
-        """The highest-priority queued item (input order among equals), or None."""
-        if not self._waiting:
+        """The item the scheduler picks next (by default: the highest priority), or None."""
+        url = self._scheduler.pop()
+        if url is None:
             return None
-        priority = max(p for p, urls in self._pending.items() if urls)
-        url = self._pending[priority].popleft()
-        self._waiting -= 1
         config = self._configs.pop(url, None) or FileConfig._of_checked_url(url)
         record = self._records.pop(url, None)
         # A storage keeps the URL's name (or the config's): a re-run must find the object
@@ -230,13 +231,17 @@ class DownloadManager:
         return owner == url and (self.storage is not None or _busy.add(self, path))
 
     def _reporter(self, url: str) -> Report:
-        store, also = self._store, self._also
-        if also is None:
+        store, also, dispatch = self._store, self._also, self._dispatch
+        if also is None and dispatch is None:
             return functools.partial(store.patch_download, url)
 
         def report(patch: PatchDownloadInfo) -> None:
             store.patch_download(url, patch)
-            also.patch_download(url, patch)
+            if also is not None:
+                also.patch_download(url, patch)
+            # Only status and attempt changes make events: per-chunk reports pass at once.
+            if dispatch is not None and (patch.status is not None or patch.attempts is not None):
+                dispatch.saw(patch, store.get(url))
 
         return report
 
@@ -251,9 +256,13 @@ class DownloadManager:
         if self.storage is None:
             _busy.reserve(self, self._claims)
         self.worker.start_batch()
+        if self.hooks is not None and self.hooks.subscribed():
+            self._dispatch = Dispatcher(self.hooks)
+            for url in dict.fromkeys(self._order):
+                self._dispatch.emit(EventKind.QUEUED, self._store.get(url))
         self.tracker.start()
         try:
-            count = min(self.max_workers, self._waiting)
+            count = min(self.max_workers, len(self._scheduler))
             async with asyncio.TaskGroup() as group:
                 for _ in range(count):
                     group.create_task(self._work(self._client))
@@ -263,6 +272,9 @@ class DownloadManager:
         finally:
             _busy.release(self)
             self.tracker.close()
+            if self._dispatch is not None:
+                dispatch, self._dispatch = self._dispatch, None
+                await dispatch.close()
         return Results([self._store.get(url) for url in self._order])
 
     def _cancel_queued(self) -> None:

@@ -302,7 +302,7 @@ async def test_processors_and_extract_need_a_local_folder(server: LocalServer) -
 async def test_bad_destinations_are_refused(dest: object) -> None:
     """An unknown scheme or type of dest is an InvalidConfigError naming it, before any request."""
     with pytest.raises(nbdl.InvalidConfigError, match="dest"):
-        await nbdl.fetch(["http://127.0.0.1:1/x"], dest)  # type: ignore[arg-type]
+        await nbdl.fetch(["http://127.0.0.1:1/x"], dest)
 
 
 def test_missing_obstore_is_a_clear_error() -> None:
