@@ -114,9 +114,14 @@ def run(urls: list[str], dest: str, env: dict[str, str]) -> dict[str, float]:
         env=env,
         timeout=1800,
     )
-    if out.returncode:
+    lines = out.stdout.strip().splitlines()
+    if not lines or not lines[-1].startswith("{"):
         raise SystemExit(f"run into {dest} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    if out.returncode:
+        # Seen once in ~10 S3 runs of 1 GiB: SIGABRT at interpreter exit, after the batch
+        # completed and reported (obstore's runtime threads at shutdown?).  Counted, not hidden.
+        print(f"note: exit status {out.returncode} after a completed run into {dest}")
+    result: dict[str, float] = json.loads(lines[-1])
     return result
 
 
