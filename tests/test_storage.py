@@ -400,3 +400,25 @@ async def test_displays_and_results_show_the_object_url(server: LocalServer) -> 
     assert where in _status_text(results[0])
     assert where in results._repr_html_()
     assert where in repr(results[0])
+
+
+async def test_background_jobs_and_sync_calls_take_object_destinations(
+    server: LocalServer,
+) -> None:
+    """nbdl.start and nbdl.fetch_sync accept an object-store dest like fetch."""
+    name = f"mem-{uuid.uuid4().hex[:8]}"
+    job = nbdl.start([server.url("/data/j.bin", size=10)], f"memory://{name}", tracker="none")
+    assert (await job)[0].location == f"memory://{name}/j.bin"
+    results = await asyncio.to_thread(
+        nbdl.fetch_sync, [server.url("/data/k.bin", size=10)], f"memory://{name}", tracker="none"
+    )
+    assert results[0].location == f"memory://{name}/k.bin"
+
+
+async def test_timeout_mid_upload_aborts_it(server: LocalServer, s3: Any, bucket: str) -> None:
+    """A per-file timeout during a multipart upload fails the file and leaves nothing behind."""
+    url = server.url("/data/t.bin", size=24 * MiB, rate=12 * MiB)
+    (info,) = await nbdl.fetch([url], f"s3://{bucket}", tracker="none", timeout=1.0, retries=0)
+    assert info.error_kind is nbdl.ErrorKind.TIMEOUT
+    assert keys(s3, bucket) == []
+    assert uploads(s3, bucket) == []
