@@ -1,4 +1,4 @@
-"""The ``nbdl`` command line: ``nbdl fetch`` and ``nbdl demo``.
+"""The ``nbdl`` command line: ``nbdl fetch``, ``nbdl demo`` and ``nbdl serve``.
 
 Exit status: 0 every file completed, 1 some failed, 2 bad usage or input, 130 interrupted.
 """
@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from ._errors import InvalidConfigError
+from ._errors import BatchConflictError, InvalidConfigError
 from ._manifest import parse_manifest
 from ._models import DownloadInfo, FileConfig, Results
 from ._registry import Registry
@@ -163,7 +163,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the files in DIR (default: a temporary folder, removed afterwards)",
     )
     demo.add_argument("-j", "--jobs", type=int, default=6, metavar="N", help="files at once")
+    _add_serve_parser(commands)
     return parser
+
+
+def _add_serve_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the download service: a web page and a JSON API",
+        description="Serve a web page and a JSON API (/api/v1) that download into a folder. "
+        "Prints the URL to open (it carries the access token). Unfinished downloads resume "
+        "when it starts again.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8642, help="port (default: 8642; 0 picks a free one)"
+    )
+    serve.add_argument("-o", "--output", default=".", metavar="DIR", help="folder (default: .)")
+    serve.add_argument("-j", "--jobs", type=int, default=3, metavar="N", help="files at once")
+    serve.add_argument("--token", help="the access token (default: $NBDL_TOKEN, else a random one)")
+    serve.add_argument(
+        "--allow-private",
+        action="store_true",
+        help="when listening beyond loopback, still allow downloads from private addresses",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._demo import run_demo
 
             return run_demo(output=args.output, jobs=args.jobs)
+        if args.command == "serve":
+            return _serve(args)
         raise UsageError("a command is needed: 'nbdl fetch URL...' or 'nbdl demo'")
     except SystemExit as exc:  # --help and --version end here; callers of main() get a status
         return exc.code if isinstance(exc.code, int) else EXIT_OK
@@ -255,6 +282,49 @@ def _report(args: argparse.Namespace, results: Results) -> int:
         for info in results.failed:
             print(f"nbdl: failed: {info.filename}: {info.error}", file=sys.stderr)
     return EXIT_OK if results.ok else EXIT_FAILED
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .service import serve
+
+    async def run() -> None:
+        server = await serve(
+            args.output,
+            host=args.host,
+            port=args.port,
+            max_workers=args.jobs,
+            token=args.token or os.environ.get("NBDL_TOKEN") or None,
+            ssrf_guard=False if args.allow_private else None,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import gc
+        import signal
+
+        # This process only serves: what exists now (modules, the loaded queue) lives as long
+        # as it does, and full collections walking it paused every answer for ~50 ms.
+        gc.freeze()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            print(
+                f"nbdl is serving {server.dest}; open this URL in a browser "
+                f"(it carries the access token):\n\n    {server.url}\n\n"
+                "Ctrl-C stops it; unfinished downloads resume at the next start.",
+                flush=True,
+            )
+            await stop.wait()
+        finally:
+            await server.close()
+
+    try:
+        asyncio.run(run())
+    except BatchConflictError as exc:  # another service serves this folder
+        raise UsageError(str(exc)) from None
+    except OSError as exc:  # the port is taken, the address is not ours, ...
+        raise UsageError(
+            f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from None
+    return EXIT_OK
 
 
 def terminal_display(stream: TextIO) -> Tracker:

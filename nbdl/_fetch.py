@@ -9,10 +9,14 @@ from pathlib import Path
 
 from ._errors import InvalidConfigError
 from ._extract import ExtractLimits
+from ._hooks import Hook, Hooks
 from ._manager import DEFAULT_MAX_PER_HOST, DownloadManager, queue_all
 from ._models import FileConfig, Results, check_headers, check_int
 from ._processors import Processor
+from ._schedulers import Scheduler
+from ._schedulers import resolve as resolve_scheduler
 from ._select import resolve_tracker
+from ._storage import Storage
 from ._tracker import Tracker
 from ._worker import DownloadWorker, RetryPolicy
 
@@ -21,7 +25,7 @@ TrackerChoice = str | Tracker
 
 async def fetch(
     items: Iterable[str | FileConfig],
-    dest: str | Path = ".",
+    dest: str | Path | Storage = ".",
     *,
     max_workers: int = 3,
     tracker: TrackerChoice = "auto",
@@ -36,8 +40,14 @@ async def fetch(
     extract: bool = False,
     extract_limits: ExtractLimits | None = None,
     processors: Sequence[Processor] = (),
+    hooks: Hooks | Mapping[str, Hook | Sequence[Hook]] | None = None,
+    scheduler: Scheduler | str | None = None,
 ) -> Results:
     """Download every item into ``dest`` concurrently and return one result per item.
+
+    ``dest`` is a local folder, an object-store URL (``s3://bucket/prefix``, ``gs://...``,
+    ``az://...``, ``memory://name``; needs ``nbdl[cloud]``) or an ``nbdl.Storage``: bodies then
+    stream into the store, verified before an object appears (see ``nbdl.ObjectStorage``).
 
     Every item and setting is validated before the first request: a bad one raises
     ``InvalidConfigError`` (a ``ValueError``) naming it, and nothing is downloaded.  A file that
@@ -51,6 +61,11 @@ async def fetch(
     ``extract=True`` extracts every archive once it is verified (``FileConfig(extract=...)``
     decides per file), safely and once: see ``nbdl.Extract`` and ``extract_limits``.
     ``processors`` run on every verified file after that (see ``nbdl.Processor``).
+
+    ``hooks`` (an ``nbdl.Hooks``, or ``{"completed": [fn], ...}``) are told of every file's
+    events, off the download path.  ``scheduler`` picks the next file for a free worker:
+    ``"priority"`` (the default), ``"round-robin"`` (hosts take turns within a priority) or an
+    ``nbdl.Scheduler``.
     """
     settings = check_settings(
         max_workers=max_workers,
@@ -64,6 +79,8 @@ async def fetch(
         extract=extract,
         extract_limits=extract_limits,
         processors=processors,
+        hooks=hooks,
+        scheduler=scheduler,
     )
     chosen = resolve_tracker(tracker)
     worker = DownloadWorker(
@@ -87,6 +104,8 @@ async def fetch(
         worker=worker,
         headers=settings.headers,
         max_per_host=max_per_host,
+        hooks=settings.hooks,
+        scheduler=scheduler,
     )
     # Queue (and so validate) every item before the session opens: bad input costs no request.
     queue_all(manager, items)
@@ -99,6 +118,7 @@ class _Settings:
     retry: RetryPolicy
     headers: dict[str, str]
     processors: tuple[Processor, ...]
+    hooks: Hooks | None = None
 
 
 def check_settings(
@@ -114,6 +134,8 @@ def check_settings(
     extract: object = False,
     extract_limits: object = None,
     processors: object = (),
+    hooks: object = None,
+    scheduler: object = None,
 ) -> _Settings:
     """Validate ``fetch``'s settings; raises ``InvalidConfigError`` naming the bad one."""
     check_int("max_workers", max_workers, 1)
@@ -156,4 +178,5 @@ def check_settings(
             raise InvalidConfigError(
                 f"each processor needs a 'label' and a 'process(job)' method, got {processor!r}"
             )
-    return _Settings(retry, checked, chosen)
+    resolve_scheduler(scheduler)  # only to validate: the manager makes its own
+    return _Settings(retry, checked, chosen, Hooks.of(hooks))

@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from ._errors import InvalidConfigError
 from ._extract import ExtractLimits
 from ._fetch import TrackerChoice, check_settings, fetch
+from ._hooks import Hook, Hooks
 from ._manager import DownloadManager, queue_all
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
 from ._processors import Processor
+from ._schedulers import Scheduler
 from ._select import resolve_tracker
+from ._storage import Storage
 from ._tracker import DownloadTracker, Tracker
-from ._worker import RetryPolicy
+from ._worker import DownloadWorker, RetryPolicy
 
 if TYPE_CHECKING:
     from ._notebook import CellTracker
@@ -53,6 +56,8 @@ class FetchOptions(TypedDict, total=False):
     extract: bool
     extract_limits: ExtractLimits | None
     processors: Sequence[Processor]
+    hooks: Hooks | Mapping[str, Hook | Sequence[Hook]] | None
+    scheduler: Scheduler | str | None
 
 
 _SETTINGS = tuple(inspect.signature(check_settings).parameters)
@@ -73,11 +78,15 @@ class Prepared:
     @property
     def paths(self) -> frozenset[Path]:
         """The absolute final paths, as known before any request."""
-        return frozenset(info.path.absolute() for info in self.initial.values())
+        return frozenset(
+            # An object's location stands for its path: it must not clash with a local file.
+            Path(info.location) if info.location else info.path.absolute()
+            for info in self.initial.values()
+        )
 
 
 def prepare(
-    items: Iterable[str | FileConfig], dest: str | Path, options: Mapping[str, Any]
+    items: Iterable[str | FileConfig], dest: str | Path | Storage, options: Mapping[str, Any]
 ) -> Prepared:
     """Validate a batch exactly as ``fetch`` will, before anything is shown or requested."""
     # fetch's own signature supplies the defaults and rejects unknown options (TypeError).
@@ -94,7 +103,11 @@ def prepare(
     # A dry run of the queue: the same naming and clash checks as fetch, no request.
     store = DownloadTracker()
     probe = DownloadManager(
-        dest=arguments["dest"], max_workers=arguments["max_workers"], tracker=store
+        dest=arguments["dest"],
+        max_workers=arguments["max_workers"],
+        tracker=store,
+        # Only for the checks that depend on dest (extract needs a local folder).
+        worker=DownloadWorker(extract=arguments["extract"], processors=arguments["processors"]),
     )
     queue_all(probe, listed)
     arguments["tracker"] = resolve_tracker(arguments["tracker"])
@@ -264,7 +277,9 @@ class DownloadJob:
 
 
 def start(
-    items: Iterable[str | FileConfig], dest: str | Path = ".", **options: Unpack[FetchOptions]
+    items: Iterable[str | FileConfig],
+    dest: str | Path | Storage = ".",
+    **options: Unpack[FetchOptions],
 ) -> DownloadJob:
     """Start downloading in the background and return a :class:`DownloadJob` at once.
 

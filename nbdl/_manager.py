@@ -13,8 +13,9 @@ from types import TracebackType
 
 import aiohttp
 
-from . import _busy, _state
+from . import _busy, _schedulers, _state, _storage
 from ._errors import InvalidConfigError
+from ._hooks import Dispatcher, EventKind, Hooks
 from ._models import (
     DownloadInfo,
     DownloadStatus,
@@ -47,24 +48,32 @@ class DownloadManager:
     def __init__(
         self,
         *,
-        dest: str | Path = ".",
+        dest: str | Path | _storage.Storage = ".",
         max_workers: int = 3,
         client: aiohttp.ClientSession | None = None,
         tracker: Tracker | None = None,
         worker: DownloadWorker | None = None,
         headers: dict[str, str] | None = None,
         max_per_host: int = DEFAULT_MAX_PER_HOST,
+        hooks: Hooks | None = None,
+        scheduler: _schedulers.Scheduler | str | None = None,
     ) -> None:
         check_int("max_workers", max_workers, 1)
         check_int("max_per_host", max_per_host, 1)
         #: Connections open to one host at a time, segments of a large file included.
         self.max_per_host = max_per_host
-        if not isinstance(dest, str | Path) or str(dest) == "":
-            raise InvalidConfigError(f"dest must be a folder path, got {dest!r}")
-        self.dest = Path(dest).expanduser()
+        self.worker = worker or DownloadWorker()
+        folder, storage = _storage.resolve(dest)
+        #: Where files go when ``dest`` is not a local folder (an object store, say).
+        self.storage = storage
+        #: The local folder; for a storage, an empty relative path (paths are then bare names).
+        self.dest = folder if folder is not None else Path()
+        if storage is not None and (self.worker.extract or self.worker.processors):
+            raise InvalidConfigError(
+                f"extract and processors need a local dest folder, not {storage.location('')}"
+            )
         self.max_workers = max_workers
         self.tracker: Tracker = tracker if tracker is not None else NullTracker()
-        self.worker = worker or DownloadWorker()
         self.headers = dict(headers or {})
         self._client = client
         self._owns_client = client is None
@@ -76,10 +85,12 @@ class DownloadManager:
         #: The tracker to tell besides the store, when it is not the store itself.
         self._also: Tracker | None = None if self._store is self.tracker else self.tracker
         # Per queued URL only its DownloadInfo (in the store) is kept; a WorkItem is built when a
-        # worker takes it, so a 100,000-line manifest does not hold 100,000 of them.  Queues of
-        # URLs per priority keep input order among equals without an object per entry.
-        self._pending: dict[int, deque[str]] = {}
-        self._waiting = 0
+        # worker takes it, so a 100,000-line manifest does not hold 100,000 of them.  The
+        # scheduler holds the URL strings only.
+        self._scheduler = _schedulers.resolve(scheduler)
+        #: Lifecycle hooks, and their delivery while ``run`` runs.
+        self.hooks = Hooks.of(hooks)
+        self._dispatch: Dispatcher | None = None
         self._order: list[str] = []
         self._queued: set[str] = set()
         #: Only for items given as FileConfig, and for URLs with a state record on disk.
@@ -137,8 +148,19 @@ class DownloadManager:
         ``InvalidConfigError`` (a ``ValueError``) for a bad item or a clash of final paths.
         """
         url, config = _as_url_and_config(item)
+        if (
+            self.storage is not None
+            and config is not None
+            and (config.extract or config.extract_to)
+        ):
+            raise InvalidConfigError(
+                f"{redact_url(url)}: extract needs a local dest folder, "
+                f"not {self.storage.location('')}"
+            )
         filename = config.filename if config is not None else None
-        record = None if self._no_records else _state.load(self.dest, url)
+        record = (
+            None if self._no_records or self.storage is not None else _state.load(self.dest, url)
+        )
         if filename is not None:
             name = check_explicit_filename(filename)
         elif record is not None and record.name:
@@ -174,28 +196,31 @@ class DownloadManager:
             path=path,
             priority=priority,
             total_bytes=config.size_bytes if config is not None else None,
+            location=None if self.storage is None else self.storage.location(name),
         )
         self._store.register_download(info)
         if self._also is not None:
             self._also.register_download(info)
-        self._pending.setdefault(priority, deque()).append(url)
-        self._waiting += 1
+        self._scheduler.push(url, priority)
         return info
 
     def _next_item(self) -> WorkItem | None:
-        """The highest-priority queued item (input order among equals), or None."""
-        if not self._waiting:
+        """The item the scheduler picks next (by default: the highest priority), or None.
+
+        Items handed back because another process holds their file come last.
+        """
+        url = self._scheduler.pop()
+        if url is None:
             if self._deferred:
                 item = self._deferred.popleft()
                 item.may_defer = False
                 return item
             return None
-        priority = max(p for p, urls in self._pending.items() if urls)
-        url = self._pending[priority].popleft()
-        self._waiting -= 1
         config = self._configs.pop(url, None) or FileConfig._of_checked_url(url)
         record = self._records.pop(url, None)
-        fixed = config.filename is not None
+        # A storage keeps the URL's name (or the config's): a re-run must find the object
+        # without a request, and there is no record to remember the server's name by.
+        fixed = config.filename is not None or self.storage is not None
         path = self._store.get(url).path
         return WorkItem(
             config=config,
@@ -209,20 +234,26 @@ class DownloadManager:
             has_record=record is not None,
             server_named=not fixed and record is not None and record.name != name_from_url(url),
             may_defer=True,
+            storage=self.storage,
         )
 
     def _claim(self, url: str, path: Path) -> bool:
         owner = self._claims.setdefault(path, url)
-        return owner == url and _busy.add(self, path)
+        # Object keys are not local paths: other batches' folders are no concern of theirs.
+        return owner == url and (self.storage is not None or _busy.add(self, path))
 
     def _reporter(self, url: str) -> Report:
-        store, also = self._store, self._also
-        if also is None:
+        store, also, dispatch = self._store, self._also, self._dispatch
+        if also is None and dispatch is None:
             return functools.partial(store.patch_download, url)
 
         def report(patch: PatchDownloadInfo) -> None:
             store.patch_download(url, patch)
-            also.patch_download(url, patch)
+            if also is not None:
+                also.patch_download(url, patch)
+            # Only status and attempt changes make events: per-chunk reports pass at once.
+            if dispatch is not None and (patch.status is not None or patch.attempts is not None):
+                dispatch.saw(patch, store.get(url))
 
         return report
 
@@ -234,11 +265,16 @@ class DownloadManager:
         """
         if self._client is None:
             raise RuntimeError("use 'async with DownloadManager(...)' before run()")
-        _busy.reserve(self, self._claims)
+        if self.storage is None:
+            _busy.reserve(self, self._claims)
         self.worker.start_batch()
+        if self.hooks is not None and self.hooks.subscribed():
+            self._dispatch = Dispatcher(self.hooks)
+            for url in dict.fromkeys(self._order):
+                self._dispatch.emit(EventKind.QUEUED, self._store.get(url))
         self.tracker.start()
         try:
-            count = min(self.max_workers, self._waiting)
+            count = min(self.max_workers, len(self._scheduler))
             async with asyncio.TaskGroup() as group:
                 for _ in range(count):
                     group.create_task(self._work(self._client))
@@ -248,6 +284,9 @@ class DownloadManager:
         finally:
             _busy.release(self)
             self.tracker.close()
+            if self._dispatch is not None:
+                dispatch, self._dispatch = self._dispatch, None
+                await dispatch.close()
         return Results([self._store.get(url) for url in self._order])
 
     def _cancel_queued(self) -> None:
@@ -296,7 +335,7 @@ def _as_url_and_config(item: object) -> tuple[str, FileConfig | None]:
 def queue_all(manager: DownloadManager, items: Iterable[str | FileConfig]) -> None:
     """Queue every item, naming the bad one (by position) if any is invalid."""
     # Records are written only while downloads run, and none runs while this queues.
-    manager._no_records = not _state.has_records(manager.dest)
+    manager._no_records = manager.storage is not None or not _state.has_records(manager.dest)
     try:
         for position, item in enumerate(items):
             try:

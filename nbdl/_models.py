@@ -246,6 +246,9 @@ class DownloadInfo:
     output: Path | None = None
     #: The URL that served the bytes, when it was a mirror rather than ``url``.
     served_by: str | None = None
+    #: Where the file was stored when ``dest`` is not a local folder, e.g.
+    #: ``s3://bucket/prefix/name`` (``path`` is then just the name); None for a local file.
+    location: str | None = None
 
     @property
     def filename(self) -> str:
@@ -305,7 +308,7 @@ class DownloadInfo:
         error = f", error={self.error!r}" if self.error else ""
         return (
             f"DownloadInfo({redact_url(self.url)!r}, status={self.status.value}, "
-            f"path={str(self.path)!r}, {size}{error})"
+            f"path={self.location or str(self.path)!r}, {size}{error})"
         )
 
 
@@ -375,6 +378,11 @@ class Results(Sequence[DownloadInfo]):
         return [i.path for i in self.completed]
 
     @property
+    def locations(self) -> list[str]:
+        """Where each completed download is: its object URL, or its local path as a string."""
+        return [i.location or str(i.path) for i in self.completed]
+
+    @property
     def outputs(self) -> list[Path]:
         """What the processors made of the completed downloads (extracted folders, ...)."""
         return [i.output for i in self.completed if i.output is not None]
@@ -440,7 +448,7 @@ class Results(Sequence[DownloadInfo]):
             took = f"{info.elapsed:.2f} s" if info.elapsed is not None else ""
             status = "cached" if info.from_cache else info.status.value
             rows.append(
-                f"<tr{style}><td>{html.escape(info.filename)}</td>"
+                f"<tr{style}><td>{html.escape(info.location or info.filename)}</td>"
                 f"<td>{format_bytes(info.bytes_downloaded)}</td><td>{status}</td>"
                 f"<td>{took}</td><td>{html.escape(info.error or '')}</td></tr>"
             )

@@ -74,6 +74,8 @@ def _status_text(info: DownloadInfo) -> str:
             text += " (from a mirror)"
         if info.output is not None:
             text += f" → {info.output.name}"
+        if info.location:
+            text += f" → {info.location}"
         return text
     return f"{text} ({info.note})" if info.note and not info.is_terminal() else text
 

@@ -589,4 +589,6 @@ def _describe(info: DownloadInfo) -> str:
         text += f", from mirror {info.served_by}"
     if info.output is not None:
         text += f", extracted to {info.output.name}" if info.output.name else ""
+    if info.location:
+        text += f", stored at {info.location}"
     return text

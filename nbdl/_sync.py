@@ -22,6 +22,7 @@ from typing import Any, Unpack
 from ._fetch import fetch
 from ._jobs import FetchOptions, Prepared, prepare, running_jobs_for, show_in_cell
 from ._models import FileConfig, Results
+from ._storage import Storage
 
 __all__ = ["fetch_sync"]
 
@@ -31,7 +32,9 @@ _SIGNALS = tuple(
 
 
 def fetch_sync(
-    items: Iterable[str | FileConfig], dest: str | Path = ".", **options: Unpack[FetchOptions]
+    items: Iterable[str | FileConfig],
+    dest: str | Path | Storage = ".",
+    **options: Unpack[FetchOptions],
 ) -> Results:
     """Download like ``nbdl.fetch`` and block until done; for scripts and non-async code.
 

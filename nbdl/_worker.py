@@ -10,7 +10,7 @@ import os
 import random
 import stat
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from ._headers import parse_content_range
 from ._models import Checksum, DownloadStatus, FileConfig, PatchDownloadInfo, check_int
 from ._naming import sanitize_filename
 from ._processors import Extract, ProcessJob, Processor
+from ._storage import Storage
 from ._urls import redact_url
 
 #: Large reads keep one stream from being CPU-bound (1 KiB reads cost 4x the CPU; see KNOWLEDGE).
@@ -112,6 +113,9 @@ class WorkItem:
     may_defer: bool = False
     #: True once handed back for that reason: the display says so until the lock is ours.
     deferred: bool = False
+    #: Where the bytes go when ``dest`` is not a local folder (an object store, say): the body
+    #: is then streamed to it, and nothing of this item touches the local file system.
+    storage: Storage | None = None
     _path: Path | None = field(default=None, repr=False)
 
     @property
@@ -137,6 +141,8 @@ class WorkItem:
 
     def discard_partial(self) -> None:
         """Delete the partial file and its record: the next attempt starts from zero."""
+        if self.storage is not None:  # nothing partial is kept: every attempt starts afresh
+            return
         with contextlib.suppress(OSError):
             _state.part_path(self.path).unlink()
         self.forget_record()
@@ -272,9 +278,13 @@ class DownloadWorker:
         # Few reports per file: for small files they are a real share of the work.
         report(PatchDownloadInfo(status=DownloadStatus.PENDING, started_at=started, attempts=1))
         try:
-            await self._lock(item, report, claim)
-            if await self._already_complete(item, report):
-                return True
+            if item.storage is not None:
+                if await self._already_stored(item, item.storage, report):
+                    return True
+            else:
+                await self._lock(item, report, claim)
+                if await self._already_complete(item, report):
+                    return True
             if self.timeout is None:  # the usual case: a timeout scope per file costs ~1 %
                 await self._attempts(session, item, report, claim, progress)
                 return True
@@ -395,19 +405,97 @@ class DownloadWorker:
             digest = await asyncio.to_thread(_hash_file, final, item.checksum, size)
             if digest != item.checksum.hexdigest:
                 return False
-        await self._complete(
-            item,
-            report,
-            PatchDownloadInfo(
-                status=DownloadStatus.COMPLETED,
-                bytes_downloaded=size,
-                total_bytes=size,
-                resumed_from=size,
-                from_cache=True,
-                attempts=0,  # nothing was requested
-            ),
-        )
+        # A process killed between the rename and the record delete leaves an incomplete
+        # record by a complete file: it is stale, whoever finds it removes it.
+        if item.has_record:
+            record = item.load_record()
+            if record is not None and not record.complete:
+                with contextlib.suppress(OSError):
+                    item.forget_record()
+        await self._complete(item, report, _found(size))
         return True
+
+    async def _already_stored(self, item: WorkItem, storage: Storage, report: Report) -> bool:
+        """True (and reported) when ``storage`` holds the file, with the checksum if one is given.
+
+        Objects appear only complete, so being there is enough; a checksum must match the one
+        recorded when the object was stored (an object stored by someone else is fetched again).
+        """
+        if self.overwrite:
+            return False
+        found = await storage.stat(item.name)
+        if found is None:
+            return False
+        if item.checksum is not None and found.checksum != str(item.checksum):
+            return False
+        if item.config.size_bytes is not None and found.size != item.config.size_bytes:
+            return False
+        await self._complete(item, report, _found(found.size))
+        return True
+
+    async def _upload(
+        self, session: aiohttp.ClientSession, item: WorkItem, storage: Storage, report: Report
+    ) -> int:
+        """One request whose body streams into ``storage``, verified before the store completes.
+
+        Nothing resumes: a store offers no partial object to continue.  Size and checksum are
+        checked inside the iterator the storage reads, so a bad body raises there and the
+        storage stores nothing.
+        """
+        async with session.get(
+            item.source,
+            headers={"Accept-Encoding": "identity", **item.headers},
+            timeout=self._client_timeout(),
+            allow_redirects=True,
+            max_redirects=self.max_redirects,
+        ) as resp:
+            total = self._check_response(resp, item, 0, None)
+            expected = item.checksum
+            hasher = expected.new_hasher() if expected is not None else None
+            report(
+                PatchDownloadInfo(
+                    status=DownloadStatus.IN_PROGRESS,
+                    total_bytes=total,
+                    bytes_downloaded=0,
+                    resumed_from=0,
+                    http_status=resp.status,
+                )
+            )
+            done = 0
+            url = redact_url(item.url)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                nonlocal done
+                read = resp.content.read
+                size = self.chunk_size
+                while chunk := await read(size):
+                    if total is not None and done + len(chunk) > total:
+                        raise IncompleteBodyError(
+                            f"the server sent more than the announced {total} bytes", url=url
+                        )
+                    if hasher is not None:
+                        hasher.update(chunk)
+                    done += len(chunk)
+                    if done != total:
+                        report(PatchDownloadInfo(bytes_downloaded=done))
+                    yield chunk
+                if total is not None and done != total:
+                    raise IncompleteBodyError(
+                        f"the body ended after {done} of {total} bytes", url=url
+                    )
+                if expected is not None and hasher is not None:
+                    digest = hasher.hexdigest()
+                    if digest != expected.hexdigest:
+                        raise ChecksumMismatchError(
+                            f"{expected.algorithm} mismatch: expected "
+                            f"{expected.hexdigest[:16]}…, got {digest[:16]}…",
+                            url=url,
+                        )
+
+            await storage.write(
+                item.name, chunks(), checksum=str(expected) if expected is not None else None
+            )
+            return done
 
     async def _complete(self, item: WorkItem, report: Report, patch: PatchDownloadInfo) -> None:
         """Run the item's processors on the verified file, then report ``patch`` (COMPLETED)."""
@@ -473,7 +561,7 @@ class DownloadWorker:
         claim: Claim,
         progress: _Progress,
     ) -> None:
-        if item.dest not in self._folders:  # a stat per folder, not per file
+        if item.storage is None and item.dest not in self._folders:  # a stat per folder
             if not item.dest.is_dir():
                 with _file_errors(item.dest):
                     item.dest.mkdir(parents=True, exist_ok=True)
@@ -484,11 +572,14 @@ class DownloadWorker:
             if progress.attempts > 1:
                 report(PatchDownloadInfo(attempts=progress.attempts))
             try:
-                try:
-                    done = await self._attempt(session, item, report, claim, resume=True)
-                except _RestartFromZero:
-                    item.discard_partial()
-                    done = await self._attempt(session, item, report, claim, resume=False)
+                if item.storage is not None:
+                    done = await self._upload(session, item, item.storage, report)
+                else:
+                    try:
+                        done = await self._attempt(session, item, report, claim, resume=True)
+                    except _RestartFromZero:
+                        item.discard_partial()
+                        done = await self._attempt(session, item, report, claim, resume=False)
             except Exception as exc:  # classified below; only transient ones are retried
                 err = translate(exc, redact_url(item.source))
                 failures += 1
@@ -834,6 +925,18 @@ class DownloadWorker:
         # The name came from the server: keep it, so that a re-run finds the file offline.
         with contextlib.suppress(OSError):
             item.save_record(_state.Record(url=item.url, name=item.name, complete=True))
+
+
+def _found(size: int) -> PatchDownloadInfo:
+    """The report of a file found complete where it goes: nothing was requested."""
+    return PatchDownloadInfo(
+        status=DownloadStatus.COMPLETED,
+        bytes_downloaded=size,
+        total_bytes=size,
+        resumed_from=size,
+        from_cache=True,
+        attempts=0,
+    )
 
 
 def _partial_size(item: WorkItem) -> int:

@@ -499,7 +499,8 @@ async def test_readme_registry_example_runs(
     """The README's registry file and code work as written, pointed at the local server."""
     readme = (Path(__file__).parent.parent / "README.md").read_text("utf-8")
     (registry_text,) = re.findall(r"```\n(# registry\.txt\n.*?)```", readme, flags=re.DOTALL)
-    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "Registry" in b]
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    (code,) = [b for b in blocks if "registry.path" in b]
 
     def real_hash(match: re.Match[str]) -> str:
         name, space, prefix = match[1], match[2], match[3] or ""

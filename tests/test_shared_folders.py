@@ -328,3 +328,17 @@ async def test_a_planted_record_cannot_name_a_path_outside_dest(
     assert info.path == dest / "r.bin"
     assert not (dest.parent / "escaped.bin").exists()
     assert (dest / "r.bin").read_bytes() == content_for("r.bin", 1000)
+
+
+async def test_a_stale_record_next_to_a_complete_file_is_removed(
+    server: LocalServer, dest: Path
+) -> None:
+    """A record left by a process killed just after the rename goes on the next run (soak find)."""
+    url = server.url("/data/z.bin", size=BIG)
+    first = await _fetch(url, dest)
+    assert first.status is nbdl.DownloadStatus.COMPLETED
+    record = _state.record_path(dest, url)
+    record.write_text(json.dumps({"url": url, "name": "z.bin", "total": BIG, "etag": '"x"'}))
+    again = await _fetch(url, dest)
+    assert again.from_cache
+    assert not record.exists()
