@@ -489,11 +489,55 @@ async def test_cancelling_the_cell_cancels_the_shards_and_keeps_part_files(
     assert not (tmp_path / "cancel.bin").exists()
 
 
-async def test_object_store_destinations_are_refused_clearly(client: distributed.Client) -> None:
-    """dest='s3://...' or 'memory://' is a clear error, not a local folder named 's3:'."""
-    for dest in ("s3://bucket/prefix", "memory://x"):
-        with pytest.raises(nbdl.InvalidConfigError, match="object stores"):
-            await nbdl.distributed.fetch(["http://127.0.0.1:9/a"], dest, client=client)
+async def test_a_memory_store_destination_is_refused_clearly(client: distributed.Client) -> None:
+    """dest='memory://...' is a clear error: each worker process would have a store of its own."""
+    with pytest.raises(nbdl.InvalidConfigError, match="memory:// store of its own"):
+        await nbdl.distributed.fetch(["http://127.0.0.1:9/a"], "memory://x", client=client)
+
+
+async def test_an_s3_destination_gets_every_object_and_a_rerun_costs_no_request(
+    client: distributed.Client, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dest='s3://bucket/prefix' (moto's S3 server): objects byte-exact; re-run: no request."""
+    pytest.importorskip("obstore")
+    boto3 = pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    s3 = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    s3.start()
+    host, port = s3.get_host_and_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ALLOW_HTTP": "true",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # The workers are processes of their own, started before this test: they read obstore's
+    # settings from their own environment.
+    await client.run(os.environ.update, env)
+    try:
+        boto = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+        boto.create_bucket(Bucket="nbdl-dask")
+        urls = [server.url(f"/data/o{i}.bin", size=3000 + i) for i in range(5)]
+        results = await nbdl.distributed.fetch(
+            urls, "s3://nbdl-dask/run", client=client, shard_size=2, tracker="none"
+        )
+        assert results.ok
+        assert [i.url for i in results] == urls
+        for i in range(5):
+            got = boto.get_object(Bucket="nbdl-dask", Key=f"run/o{i}.bin")["Body"].read()
+            assert got == content_for(f"o{i}.bin", 3000 + i)
+        server.reset_stats()
+        again = await nbdl.distributed.fetch(
+            urls, "s3://nbdl-dask/run", client=client, shard_size=2, tracker="none"
+        )
+        assert again.ok
+        assert server.requests == []
+    finally:
+        await client.run(lambda: [os.environ.pop(key, None) for key in env])
+        s3.stop()
 
 
 async def test_the_command_line_says_when_the_scheduler_is_unreachable(

@@ -28,6 +28,7 @@ from .._manager import DownloadManager, queue_all
 from .._models import DownloadInfo, DownloadStatus, PatchDownloadInfo, check_int
 from .._processors import Processor
 from .._select import resolve_tracker
+from .._storage import is_object_url, resolve
 from .._tracker import NullTracker, Tracker
 from .._worker import RetryPolicy
 from ._results import ClusterResults, ShardSummary
@@ -114,7 +115,7 @@ async def fetch(
         check_int("shards_in_flight", shards_in_flight, 1)
     if keep not in ("auto", "all", "failures"):
         raise InvalidConfigError(f"keep must be 'auto', 'all' or 'failures', got {keep!r}")
-    folder = _folder(dest)
+    target, folder = _folder(dest)
     loop = asyncio.get_running_loop()
     if client.asynchronous and getattr(client.loop, "asyncio_loop", None) is not loop:
         raise InvalidConfigError(
@@ -151,6 +152,7 @@ async def fetch(
         client=client,
         loop=loop,
         dest=folder,
+        target=target,
         settings=settings,
         detail=detail,
         tracker=resolve_tracker(tracker),
@@ -159,18 +161,22 @@ async def fetch(
     return await run.go(shards(items, shard_size))
 
 
-def _folder(dest: object) -> Path:
+def _folder(dest: object) -> tuple[str, Path]:
+    """``dest`` as the workers' engines take it, and the folder result paths start from."""
     if not isinstance(dest, str | Path) or str(dest) == "":
-        raise InvalidConfigError(f"dest must be a folder path, got {dest!r}")
-    if isinstance(dest, str) and "://" in dest:
-        # Each worker process has its own memory:// store, and the engine on the workers
-        # writes to folders; a URL must not become a local folder named 's3:'.
-        raise InvalidConfigError(
-            f"dest must be a folder every worker sees (a shared file system), got {dest!r}: "
-            "nbdl.distributed does not write to object stores yet"
-        )
+        raise InvalidConfigError(f"dest must be a folder path or an object-store URL, got {dest!r}")
+    if is_object_url(dest):
+        assert isinstance(dest, str)
+        if dest.lower().startswith("memory://"):
+            raise InvalidConfigError(
+                f"dest {dest!r}: every worker process has a memory:// store of its own; use a "
+                "shared folder or an object store (s3://, gs://, az://)"
+            )
+        resolve(dest)  # a bad URL, or obstore missing, is said here, before any task
+        return dest, Path()  # objects are named by bare file names
     # Workers see the folder by this path: a relative one would be relative to their own cwd.
-    return Path(dest).expanduser().absolute()
+    folder = Path(dest).expanduser().absolute()
+    return str(folder), folder
 
 
 def _plan(manifest: Manifest, keep: Keep) -> tuple[Iterable[Item], bool]:
@@ -228,6 +234,8 @@ class _Run:
     client: Client
     loop: asyncio.AbstractEventLoop
     dest: Path
+    #: ``dest`` as the engines take it: a folder's absolute path or an object-store URL.
+    target: str
     settings: Settings
     detail: bool
     tracker: Tracker
@@ -289,7 +297,7 @@ class _Run:
             topic=self.topic,
             index=shard.index,
             first=shard.first,
-            dest=str(self.dest),
+            dest=self.target,
             settings=self.settings,
             detail=self.detail,
         )
@@ -322,14 +330,14 @@ class _Run:
         """
         if not self.detail:
             try:
-                queue_all(DownloadManager(dest=self.dest, tracker=NullTracker()), shard.items)
+                queue_all(DownloadManager(dest=self.target, tracker=NullTracker()), shard.items)
             except InvalidConfigError as exc:
                 # queue_all counts from the shard's first item; say which manifest item it is.
                 message = _ITEM.sub(lambda m: f"item {int(m[1]) + shard.first}:", str(exc), 1)
                 raise InvalidConfigError(message) from None
             return []
         if self.names is None:
-            self.names = DownloadManager(dest=self.dest, tracker=self.tracker)
+            self.names = DownloadManager(dest=self.target, tracker=self.tracker)
         infos = []
         for position, item in enumerate(shard.items, start=shard.first):
             try:
@@ -454,7 +462,7 @@ class _Run:
 
     def _register_again(self, shard: Shard) -> list[DownloadInfo]:
         """The shard's items as records (not kept on the client without ``detail``)."""
-        names = DownloadManager(dest=self.dest, tracker=NullTracker())
+        names = DownloadManager(dest=self.target, tracker=NullTracker())
         return [names.add_to_queue(item) for item in shard.items]
 
     def _finish_row(

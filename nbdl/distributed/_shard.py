@@ -33,6 +33,7 @@ from .._manager import DownloadManager, queue_all
 from .._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
 from .._naming import sanitize_filename
 from .._processors import Processor
+from .._storage import is_object_url
 from .._tracker import DownloadTracker
 from .._worker import DownloadWorker, RetryPolicy
 from ._stream import Item
@@ -66,7 +67,7 @@ class Settings:
     processors: tuple[Processor, ...]
 
     def manager(
-        self, dest: Path, tracker: DownloadTracker, session: aiohttp.ClientSession | None
+        self, dest: str, tracker: DownloadTracker, session: aiohttp.ClientSession | None
     ) -> DownloadManager:
         """The engine for one shard, as ``nbdl.fetch`` builds it."""
         worker = DownloadWorker(
@@ -262,9 +263,12 @@ async def run_shard(spec: ShardSpec, payload: bytes) -> ShardOutcome:
     items: list[Item] = pickle.loads(payload)
     key = shard_key(spec.dest, items)
     dest = Path(spec.dest)
+    # An object store keeps no shard records (no folder to put them in): its re-runs look at
+    # each object instead (one stat, no request to the HTTP server).
+    records = not is_object_url(spec.dest)
     send = _sender(spec.topic)
     worker = _worker_name()
-    if not spec.settings.overwrite:
+    if records and not spec.settings.overwrite:
         recorded = _outcome_from_record(spec, items, key, worker)
         if recorded is not None:
             send({"shard": spec.index, "completed": recorded.count, "failed": 0, "active": 0,
@@ -273,8 +277,8 @@ async def run_shard(spec: ShardSpec, payload: bytes) -> ShardOutcome:
     progress = _Progress(spec.detail)
     # The first manager only describes the session its settings want; the worker's shared one
     # with those settings is handed to the manager that runs.
-    session = _shared_session(spec.settings.manager(dest, progress, None))
-    manager = spec.settings.manager(dest, progress, session)
+    session = _shared_session(spec.settings.manager(spec.dest, progress, None))
+    manager = spec.settings.manager(spec.dest, progress, session)
     queue_all(manager, items)
     publisher = asyncio.create_task(_publish(progress, spec, send))
     running = asyncio.create_task(_run(manager))
@@ -293,7 +297,8 @@ async def run_shard(spec: ShardSpec, payload: bytes) -> ShardOutcome:
         send(final)
     outcome = _outcome(spec, results, time.monotonic() - started, worker)
     try:
-        _save_record(dest, spec, key, outcome, results)
+        if records:
+            _save_record(dest, spec, key, outcome, results)
     except OSError as exc:
         # The files are done and verified; without a record a later run only looks at each
         # file again (no request). A link planted at the folder's name ends up here too.
