@@ -21,6 +21,7 @@ import os
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ._naming import sanitize_filename
 
@@ -129,10 +130,7 @@ def load(dest: Path, url: str) -> Record | None:
     except OSError:
         return None
     try:
-        fd = os.open(record_name(url), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=state)
-        with os.fdopen(fd, "rb") as file:
-            data = json.loads(file.read(_MAX_RECORD))
-        record = Record(**data)
+        record = Record(**read_json(state, record_name(url)))
     except (OSError, ValueError, TypeError):
         return None
     finally:
@@ -149,23 +147,38 @@ def save(dest: Path, record: Record) -> None:
     """Write the record atomically (a new temporary file, then ``os.replace``)."""
     state = open_state_dir(dest, create=True)
     try:
-        name = record_name(record.url)
-        # A fresh random name, created exclusively and never through a link: a file planted
-        # at a predictable name cannot redirect the write.
-        tmp = f"{name}.{secrets.token_hex(6)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o644, dir_fd=state)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(json.dumps(asdict(record)).encode())
-            # A link planted at the record's name is replaced, never written through.
-            os.replace(tmp, name, src_dir_fd=state, dst_dir_fd=state)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=state)
-            raise
+        write_json(state, record_name(record.url), asdict(record))
     finally:
         os.close(state)
+
+
+def read_json(folder: int, name: str, limit: int = _MAX_RECORD) -> Any:
+    """The JSON file ``name`` in the folder descriptor ``folder``, never read through a link.
+
+    At most ``limit`` bytes are read.  Raises ``OSError`` or ``ValueError`` (a missing,
+    planted or malformed file).
+    """
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+    with os.fdopen(fd, "rb") as file:
+        return json.loads(file.read(limit))
+
+
+def write_json(folder: int, name: str, data: object) -> None:
+    """Write ``data`` as the JSON file ``name`` in the folder descriptor ``folder``, atomically."""
+    # A fresh random name, created exclusively and never through a link: a file planted at a
+    # predictable name cannot redirect the write.
+    tmp = f"{name}.{secrets.token_hex(6)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o644, dir_fd=folder)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(json.dumps(data).encode())
+        # A link planted at the final name is replaced, never written through.
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=folder)
+        raise
 
 
 def delete(dest: Path, url: str) -> None:

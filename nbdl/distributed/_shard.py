@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import pickle
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -401,18 +400,7 @@ def _save_record(
     }
     folder = _open_shards_dir(dest, create=True)
     try:
-        name = f"{key}.json"
-        tmp = f"{name}.{secrets.token_hex(6)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o644, dir_fd=folder)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(json.dumps(record).encode())
-            os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=folder)
-            raise
+        _state.write_json(folder, f"{key}.json", record)
     finally:
         os.close(folder)
 
@@ -424,9 +412,7 @@ def load_record(dest: Path, key: str) -> dict[str, Any] | None:
     except OSError:
         return None
     try:
-        fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
-        with os.fdopen(fd, "rb") as file:
-            data = json.loads(file.read(_MAX_RECORD))
+        data = _state.read_json(folder, f"{key}.json", _MAX_RECORD)
     except (OSError, ValueError):
         return None
     finally:
