@@ -498,23 +498,27 @@ class DownloadWorker:
             return done
 
     async def _complete(self, item: WorkItem, report: Report, patch: PatchDownloadInfo) -> None:
-        """Run the item's processors on the verified file, then report ``patch`` (COMPLETED)."""
-        output = None
-        for processor in self._processors_for(item):
-            made = await self._process(processor, item, report, patch)
-            output = made if made is not None else output
-        report(dataclasses.replace(patch, finished_at=time.time(), output=output))
+        """Run the item's processors on the verified file, then report ``patch`` (COMPLETED).
 
-    def _processors_for(self, item: WorkItem) -> list[Processor]:
+        ``patch`` carries its ``finished_at``; processors, when any ran, move it to their end.
+        """
+        processors = self._processors_for(item)
+        if processors:  # most files have none: they go without a copy of the patch
+            output = None
+            for processor in processors:
+                made = await self._process(processor, item, report)
+                output = made if made is not None else output
+            patch = dataclasses.replace(patch, finished_at=time.time(), output=output)
+        report(patch)
+
+    def _processors_for(self, item: WorkItem) -> Sequence[Processor]:
         config = item.config
         wanted = config.extract if config.extract is not None else self.extract
-        chosen: list[Processor] = [self.extractor] if wanted or config.extract_to else []
-        chosen.extend(self.processors)
-        return chosen
+        if wanted or config.extract_to:
+            return (self.extractor, *self.processors)
+        return self.processors
 
-    async def _process(
-        self, processor: Processor, item: WorkItem, report: Report, patch: PatchDownloadInfo
-    ) -> Path | None:
+    async def _process(self, processor: Processor, item: WorkItem, report: Report) -> Path | None:
         """One processor, in a thread; a cancel waits for it to clean up, then propagates."""
         loop = asyncio.get_running_loop()
         label = processor.label
@@ -614,6 +618,7 @@ class DownloadWorker:
                     status=DownloadStatus.COMPLETED,
                     bytes_downloaded=done,
                     total_bytes=done,
+                    finished_at=time.time(),
                     note=note,
                     served_by=redact_url(item.source) if item.source_index else None,
                 ),
@@ -934,6 +939,7 @@ def _found(size: int) -> PatchDownloadInfo:
         bytes_downloaded=size,
         total_bytes=size,
         resumed_from=size,
+        finished_at=time.time(),
         from_cache=True,
         attempts=0,
     )
