@@ -109,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument(
         "--max-per-host",
         type=int,
-        default=8,
         metavar="N",
-        help="connections open to one host at a time, segments included (default: 8)",
+        help="connections open to one host at a time, segments included "
+        "(default: 8, or --workers if more)",
     )
     fetch.add_argument(
         "--checksum", metavar="ALG:HEX", help="expected digest (only with exactly one URL)"

@@ -10,7 +10,7 @@ from pathlib import Path
 from ._errors import InvalidConfigError
 from ._extract import ExtractLimits
 from ._hooks import Hook, Hooks
-from ._manager import DEFAULT_MAX_PER_HOST, DownloadManager, queue_all
+from ._manager import DownloadManager, queue_all
 from ._models import FileConfig, Results, check_headers, check_int
 from ._processors import Processor
 from ._schedulers import Scheduler
@@ -36,7 +36,7 @@ async def fetch(
     overwrite: bool = False,
     headers: Mapping[str, str] | None = None,
     segments: int | None = None,
-    max_per_host: int = DEFAULT_MAX_PER_HOST,
+    max_per_host: int | None = None,
     extract: bool = False,
     extract_limits: ExtractLimits | None = None,
     processors: Sequence[Processor] = (),
@@ -54,9 +54,11 @@ async def fetch(
     fails is reported in the results, never raised; see ``Results.raise_for_errors()``.
 
     Large files are fetched as several byte ranges at once when the server allows it:
-    ``segments=None`` decides per file (files of 64 MiB or more get 4), ``segments=N`` uses up to
-    N, ``segments=1`` never splits (``FileConfig(segments=...)`` overrides it per file).
-    ``max_per_host`` caps the connections open to one host at a time, segments included.
+    ``segments=None`` decides per file: a file of 8 MiB or more starts on one connection and
+    adds more while they make it faster (a server capping each connection), none on a fast link;
+    ``segments=N`` uses up to N, ``segments=1`` never splits (``FileConfig(segments=...)``
+    overrides it per file).  ``max_per_host`` caps the connections open to one host at a time,
+    segments included; ``None`` means 8, or ``max_workers`` if that is more.
 
     ``extract=True`` extracts every archive once it is verified (``FileConfig(extract=...)``
     decides per file), safely and once: see ``nbdl.Extract`` and ``extract_limits``.
@@ -130,7 +132,7 @@ def check_settings(
     overwrite: object,
     headers: object,
     segments: object = None,
-    max_per_host: object = DEFAULT_MAX_PER_HOST,
+    max_per_host: object = None,
     extract: object = False,
     extract_limits: object = None,
     processors: object = (),
@@ -157,7 +159,8 @@ def check_settings(
             )
     if segments is not None:
         check_int("segments", segments, 1)
-    check_int("max_per_host", max_per_host, 1)
+    if max_per_host is not None:
+        check_int("max_per_host", max_per_host, 1)
     if not isinstance(overwrite, bool):
         raise InvalidConfigError(f"overwrite must be True or False, got {overwrite!r}")
     try:

@@ -52,7 +52,7 @@ class FetchOptions(TypedDict, total=False):
     overwrite: bool
     headers: Mapping[str, str] | None
     segments: int | None
-    max_per_host: int
+    max_per_host: int | None
     extract: bool
     extract_limits: ExtractLimits | None
     processors: Sequence[Processor]

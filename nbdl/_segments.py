@@ -19,12 +19,18 @@ killed process each segment resumes from its own offset.  When every segment is 
 is checked as a whole (size, and the checksum if one was given, by reading it back once) and
 renamed to its final name.
 
-How many connections: ``segments=N`` asks for up to N; ``None`` (the default) means automatic:
-files of at least :data:`AUTO_MIN_BYTES` are cut into pieces for :data:`AUTO_SEGMENTS`
-connections, but the extra connections open only if the first one turns out slow
-(:data:`AUTO_FAST_BYTES`).  Either way each piece has at least :data:`MIN_SEGMENT_BYTES`, and
-there are never more connections than the session's per-host cap (``max_per_host``), which
-keeps the total number of connections to one host polite.
+How many connections: ``segments=N`` asks for up to N, all at once.  ``None`` (the default)
+means automatic, for files of at least :data:`AUTO_MIN_BYTES`: the file is cut into pieces for
+as many connections as the per-host cap allows, and the first answer keeps streaming piece after
+piece while nobody else takes them, so on a fast link (or loopback, where one stream is
+CPU-bound) the file arrives in one stream with no extra request.  Every
+:data:`AUTO_PROBE_SECONDS` of data the rate is checked: if one connection is slower than
+:data:`AUTO_FAST_BYTES`, more are opened (x :data:`AUTO_GROWTH` each step) for as long as each
+step raises the total rate by :data:`AUTO_GAIN` and the host has connections to spare.  Behind a
+server capping each connection that reaches the cap in two or three steps of a fraction of a
+second; where the link itself is the limit it stops after one step.  Either way each piece has
+at least :data:`MIN_SEGMENT_BYTES`, and there are never more connections than the session's
+per-host cap (``max_per_host``), which keeps the total number of connections to one host polite.
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -46,23 +51,31 @@ from . import _files, _state
 from ._errors import FileSystemError, IncompleteBodyError, file_error
 from ._headers import parse_content_range
 from ._models import DownloadStatus, PatchDownloadInfo
-from ._urls import redact_url
+from ._urls import origin, redact_url
 
 if TYPE_CHECKING:
     from ._worker import DownloadWorker, Report, WorkItem
 
-#: Automatic splitting starts at this size: below it, the extra requests cost more than they save.
-AUTO_MIN_BYTES = 64 * 1024 * 1024
-#: Connections used when splitting automatically.
+#: Automatic splitting starts at this size: below it, a file takes too few windows to ramp up in.
+AUTO_MIN_BYTES = 8 * 1024 * 1024
+#: Connections a resumed automatic download starts with (its first rate is not known).
 AUTO_SEGMENTS = 4
-#: Automatic splitting watches the first connection this long, and adds the others only when it
-#: brings less than :data:`AUTO_FAST_BYTES` per second: on a fast link (or loopback, where one
-#: stream is CPU-bound) more connections only cost CPU; behind a per-connection cap they pay off.
-AUTO_PROBE_SECONDS = 0.5
+#: Automatic splitting measures the rate over windows this long, or twice the time new
+#: connections took to bring their first bytes if that is longer (a distant server's new
+#: connections need a few round trips to get up to speed); a window starts once they all flow.
+AUTO_PROBE_SECONDS = 0.1
+#: A connection this fast is left alone: on a fast link (or loopback, where one stream is
+#: CPU-bound) more connections only cost CPU; behind a per-connection cap they pay off.
 AUTO_FAST_BYTES = 64 * 1024 * 1024
+#: Each ramp-up step multiplies the connections by this much ...
+AUTO_GROWTH = 4
+#: ... and the next step is taken only if this one multiplied the total rate by at least this.
+AUTO_GAIN = 1.5
 #: Pieces per connection: a connection that finishes early takes over work, and each piece
-#: is a request of its own (servers limiting the rate per request, as nginx does, send faster).
-PIECES_PER_CONNECTION = 4
+#: is a request of its own (servers limiting the rate per request, as nginx does, send faster:
+#: nginx allows each request one second's worth at once, so with 4 MiB/s per connection a piece
+#: of 2 MiB came in 0.01-0.07 s and one of 4 MiB, a little over the allowance, in 0.53 s).
+PIECES_PER_CONNECTION = 8
 #: No segment is smaller than this (a range request costs a round trip and a connection).
 MIN_SEGMENT_BYTES = 1024 * 1024
 #: Seconds between saves of the segments' progress while they run.
@@ -106,19 +119,22 @@ def segment_count(
     wanted: int | None,
     session: aiohttp.ClientSession,
 ) -> int:
-    """How many connections to use for the 200 answer ``resp`` (1: do not split)."""
+    """How many connections to use for the 200 answer ``resp`` (1: do not split).
+
+    For automatic splitting (``wanted`` None) this is the most the ramp-up may reach.
+    """
     if resp.status != 200 or total is None or wanted == 1:
         return 1
     if "bytes" not in resp.headers.get("Accept-Ranges", "").lower():
         return 1
-    if wanted is None:
-        if total < AUTO_MIN_BYTES:
-            return 1
-        wanted = AUTO_SEGMENTS
-    return _cap(min(wanted, total // MIN_SEGMENT_BYTES), session)
+    if wanted is None and total < AUTO_MIN_BYTES:
+        return 1
+    return _cap(total // MIN_SEGMENT_BYTES if wanted is None else wanted, session, total)
 
 
-def _cap(count: int, session: aiohttp.ClientSession) -> int:
+def _cap(count: int, session: aiohttp.ClientSession, total: int | None = None) -> int:
+    if total is not None:
+        count = min(count, total // MIN_SEGMENT_BYTES)
     cap = getattr(session.connector, "limit_per_host", 0)
     if cap:
         count = min(count, cap)
@@ -166,9 +182,17 @@ async def download(
         chosen = item.config.segments if item.config.segments is not None else worker.segments
         run.adaptive = first is not None and chosen is None
         await run.all()
-        return await _finish(item, part, fd, total, segments)
+        return await _finish(item, part, fd, total, segments, run)
     finally:
         os.close(fd)
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One connection's state within a run."""
+
+    #: True once it brought bytes (the ramp-up measures only connections that are running).
+    flowing: bool = False
 
 
 class _Run:
@@ -204,8 +228,17 @@ class _Run:
         self.part = part
         self.done = sum(seg.done for seg in segments)
         self.saved = -1
-        #: Automatic splitting: extra connections only if the first one is slow.
+        #: Automatic splitting: extra connections only while they help (``_ramp_up``).
         self.adaptive = False
+        #: Connections that brought bytes in this attempt (the ramp-up waits for new ones).
+        self.flowing = 0
+        #: Set when a connection starts bringing bytes or ends.
+        self.lanes_changed = asyncio.Event()
+        #: The checksum is fed on the fly while bytes arrive in order from byte zero (the first
+        #: answer on a fast link: the whole file); ``hashed`` bytes are in it, the rest is
+        #: read back from the file at the end.
+        self.hasher = item.checksum.new_hasher() if item.checksum is not None else None
+        self.hashed = 0
 
     async def all(self) -> None:
         self.save()
@@ -225,7 +258,7 @@ class _Run:
                     group.create_task(self._lane(self.pending.popleft(), self.first))
                     lanes -= 1
                 if self.adaptive and lanes > 0:
-                    group.create_task(self._add_lanes_if_slow(group, lanes))
+                    group.create_task(self._ramp_up(group))
                 else:
                     for _ in range(lanes):
                         group.create_task(self._lane(None, None))
@@ -250,26 +283,63 @@ class _Run:
             with contextlib.suppress(OSError):
                 self.save()
 
-    async def _add_lanes_if_slow(self, group: asyncio.TaskGroup, lanes: int) -> None:
+    async def _ramp_up(self, group: asyncio.TaskGroup) -> None:
+        """Add connections while they make the file arrive faster (see the module's docstring)."""
+        lanes = 1
+        window = AUTO_PROBE_SECONDS
+        rate = await self._rate(window)
+        total = self.record.total or 0
+        while self.pending and rate < AUTO_FAST_BYTES:
+            if (total - self.done) < rate * 2 * window:
+                return  # nearly done: a new connection would arrive too late to help
+            # Connections to the host left under the cap (other files of the batch hold some).
+            spare = self.connections - self.worker.busy[origin(self.target)]
+            added = min(lanes * (AUTO_GROWTH - 1), self.connections - lanes, spare)
+            added = min(added, len(self.pending))
+            if added <= 0:
+                return
+            for _ in range(added):
+                group.create_task(self._lane(None, None))
+            lanes += added
+            started = time.monotonic()
+            await self._until_flowing(lanes)
+            window = max(AUTO_PROBE_SECONDS, 2 * (time.monotonic() - started))
+            before, rate = rate, await self._rate(window)
+            if rate < before * AUTO_GAIN:
+                return  # the link, not the connection, is the limit: more would only cost
+
+    async def _rate(self, window: float) -> float:
+        """Bytes per second arriving over the next ``window`` seconds."""
         started, before = time.monotonic(), self.done
-        await asyncio.sleep(AUTO_PROBE_SECONDS)
-        rate = (self.done - before) / max(time.monotonic() - started, 1e-6)
-        if not self.pending or rate >= AUTO_FAST_BYTES:
-            return
-        for _ in range(lanes):
-            group.create_task(self._lane(None, None))
+        await asyncio.sleep(window)
+        return (self.done - before) / max(time.monotonic() - started, 1e-6)
+
+    async def _until_flowing(self, lanes: int) -> None:
+        """Wait until ``lanes`` connections brought bytes (or no piece is left to start)."""
+        while self.flowing < lanes and self.pending:
+            self.lanes_changed.clear()
+            await self.lanes_changed.wait()
 
     async def _lane(self, seg: Segment | None, resp: aiohttp.ClientResponse | None) -> None:
         """One connection: the first answer's piece if given, then the next pieces in turn."""
-        if seg is not None and resp is not None:
-            try:
-                await self._read(seg, resp)
-            finally:
-                resp.close()  # the rest of the first answer belongs to other pieces
-        while self.pending:
-            await self._segment(self.pending.popleft())
+        lane = _Lane()
+        try:
+            if seg is not None and resp is not None:
+                try:
+                    await self._read(seg, resp, lane)
+                    # The first answer carries the whole file: it goes on into the next piece
+                    # while no other connection has taken it, so a fast link needs one request.
+                    while self.pending and self.pending[0].position == seg.end:
+                        seg = self.pending.popleft()
+                        await self._read(seg, resp, lane)
+                finally:
+                    resp.close()  # the rest of the first answer belongs to other pieces
+            while self.pending:
+                await self._segment(self.pending.popleft(), lane)
+        finally:
+            self.lanes_changed.set()
 
-    async def _segment(self, seg: Segment) -> None:
+    async def _segment(self, seg: Segment, lane: _Lane) -> None:
         worker = self.worker
         headers = {
             "Accept-Encoding": "identity",
@@ -280,15 +350,20 @@ class _Run:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=worker.connect_timeout, sock_read=worker.read_timeout
         )
-        async with self.session.get(
-            self.target,
-            headers=headers,
-            timeout=timeout,
-            allow_redirects=True,
-            max_redirects=worker.max_redirects,
-        ) as answer:
-            self._check(answer, seg)
-            await self._read(seg, answer)
+        busy, host = worker.busy, origin(self.target)
+        busy[host] += 1
+        try:
+            async with self.session.get(
+                self.target,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=True,
+                max_redirects=worker.max_redirects,
+            ) as answer:
+                self._check(answer, seg)
+                await self._read(seg, answer, lane)
+        finally:
+            busy[host] -= 1
 
     def _check(self, resp: aiohttp.ClientResponse, seg: Segment) -> None:
         """Raise :class:`Fallback` unless ``resp`` is exactly the range asked for, same version."""
@@ -312,7 +387,7 @@ class _Run:
         if not same:
             raise Fallback("the resource changed between segments")
 
-    async def _read(self, seg: Segment, resp: aiohttp.ClientResponse) -> None:
+    async def _read(self, seg: Segment, resp: aiohttp.ClientResponse, lane: _Lane) -> None:
         read = resp.content.read
         size = self.worker.chunk_size
         fd, pwrite, report = self.fd, os.pwrite, self.report
@@ -324,10 +399,17 @@ class _Run:
                     f"a segment ended after {seg.done} of {seg.end - seg.start} bytes",
                     url=redact_url(self.item.url),
                 )
+            if not lane.flowing:
+                lane.flowing = True
+                self.flowing += 1
+                self.lanes_changed.set()
             with _file_errors(self.part):
                 written = pwrite(fd, chunk, position)
             if written != len(chunk):
                 raise FileSystemError(f"cannot write {self.part}: short write")
+            if position == self.hashed and self.hasher is not None:
+                self.hasher.update(chunk)
+                self.hashed += written
             position += written
             seg.done += written
             self.done += written
@@ -385,24 +467,23 @@ def _allocate(fd: int, total: int) -> None:
         os.ftruncate(fd, total)
 
 
-async def _finish(item: WorkItem, part: Path, fd: int, total: int, segments: list[Segment]) -> int:
+async def _finish(
+    item: WorkItem, part: Path, fd: int, total: int, segments: list[Segment], run: _Run
+) -> int:
     done = sum(seg.done for seg in segments)
     size = os.fstat(fd).st_size
     if done != total or size != total or not all(seg.complete for seg in segments):
         raise IncompleteBodyError(
             f"the segments hold {done} of {total} bytes", url=redact_url(item.url)
         )
-    if item.checksum is not None:
-        item.check_digest(await asyncio.to_thread(_hash_fd, fd, item.checksum.new_hasher(), total))
+    if run.hasher is not None:
+        if run.hashed < total:
+            await asyncio.to_thread(_state.hash_range, fd, run.hasher, run.hashed, total)
+        item.check_digest(run.hasher.hexdigest())
     with _file_errors(item.path):
         _files.check_final(item.path)
         os.replace(part, item.path)
     return total
-
-
-def _hash_fd(fd: int, hasher: hashlib._Hash, total: int) -> str:
-    _state.hash_prefix(fd, hasher, total)
-    return hasher.hexdigest()
 
 
 @contextlib.contextmanager

@@ -67,9 +67,14 @@ def part_path(final: Path) -> Path:
 
 def hash_prefix(fd: int, hasher: hashlib._Hash, length: int) -> None:
     """Feed the first ``length`` bytes of the open file ``fd`` to ``hasher`` (fewer if shorter)."""
-    position = 0
-    while position < length:
-        block = os.pread(fd, min(_HASH_BLOCK, length - position), position)
+    hash_range(fd, hasher, 0, length)
+
+
+def hash_range(fd: int, hasher: hashlib._Hash, start: int, end: int) -> None:
+    """Feed bytes ``start`` to ``end`` of the open file ``fd`` to ``hasher`` (fewer if shorter)."""
+    position = start
+    while position < end:
+        block = os.pread(fd, min(_HASH_BLOCK, end - position), position)
         if not block:
             break
         hasher.update(block)

@@ -78,3 +78,14 @@ def _masked(part: str) -> str:
     if equals:
         return f"{key}=***"
     return "***" if part else ""  # a part without "=" may be a bare token ("?AbC123")
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of an absolute URL: the key of per-host connection counts."""
+    scheme, sep, rest = url.partition("://")
+    end = len(rest)
+    for stop in "/?#":
+        at = rest.find(stop)
+        if at != -1 and at < end:
+            end = at
+    return scheme + sep + rest[:end]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -37,7 +38,7 @@ from ._models import Checksum, DownloadStatus, FileConfig, PatchDownloadInfo, ch
 from ._naming import sanitize_filename
 from ._processors import Extract, ProcessJob, Processor
 from ._storage import Storage
-from ._urls import redact_url
+from ._urls import origin, redact_url
 
 #: Large reads keep one stream from being CPU-bound (1 KiB reads cost 4x the CPU; see KNOWLEDGE).
 #: 1 MiB reads with a 4 MiB aiohttp buffer: 1 GiB on loopback at ~1060 MB/s vs ~690 MB/s with
@@ -248,6 +249,9 @@ class DownloadWorker:
         self._no_unnamed: set[Path] = set()
         #: The cross-process locks of each folder (None: its file system has none).
         self._locks: dict[Path, _locks.FolderLocks | None] = {}
+        #: Requests open per origin (``scheme://host:port``): automatic splitting adds
+        #: connections to a host only while the batch leaves some of the per-host cap unused.
+        self.busy: collections.Counter[str] = collections.Counter()
 
     def start_batch(self) -> None:
         """Forget what was learnt of the folders: they may have been removed or replaced."""
@@ -684,52 +688,59 @@ class DownloadWorker:
             headers = {"Accept-Encoding": "identity", **item.headers}
         else:
             headers = None  # the manager's session sends exactly these already
-        async with session.get(
-            item.source,
-            headers=headers,
-            timeout=self._client_timeout(),
-            allow_redirects=True,
-            max_redirects=self.max_redirects,
-        ) as resp:
-            total = self._check_response(resp, item, offset, record)
-            if resp.status == 200:
-                offset = 0
-            if offset == 0 and not item.name_fixed:
-                self._name_from_server(resp, item, report, claim)
-            encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
-            etag = resp.headers.get("ETag")
-            last_modified = resp.headers.get("Last-Modified")
-            resumable = not encoded and bool((etag and not etag.startswith("W/")) or last_modified)
-            # A small body is cheaper to fetch again than to keep a record for (a file
-            # creation costs ~0.6 ms on ext4 here; see benchmarks/README.md).
-            resumable = resumable and (total is None or total >= RESUME_MIN_BYTES)
-            if resumable and offset == 0:
-                with _file_errors(item.dest):
-                    item.save_record(
-                        _state.Record(
-                            url=item.url,
-                            name=item.name,
-                            etag=etag,
-                            last_modified=last_modified,
-                            total=total,
+        busy, host = self.busy, origin(item.source)
+        busy[host] += 1
+        try:
+            async with session.get(
+                item.source,
+                headers=headers,
+                timeout=self._client_timeout(),
+                allow_redirects=True,
+                max_redirects=self.max_redirects,
+            ) as resp:
+                total = self._check_response(resp, item, offset, record)
+                if resp.status == 200:
+                    offset = 0
+                if offset == 0 and not item.name_fixed:
+                    self._name_from_server(resp, item, report, claim)
+                encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+                etag = resp.headers.get("ETag")
+                last_modified = resp.headers.get("Last-Modified")
+                resumable = not encoded and bool(
+                    (etag and not etag.startswith("W/")) or last_modified
+                )
+                # A small body is cheaper to fetch again than to keep a record for (a file
+                # creation costs ~0.6 ms on ext4 here; see benchmarks/README.md).
+                resumable = resumable and (total is None or total >= RESUME_MIN_BYTES)
+                if resumable and offset == 0:
+                    with _file_errors(item.dest):
+                        item.save_record(
+                            _state.Record(
+                                url=item.url,
+                                name=item.name,
+                                etag=etag,
+                                last_modified=last_modified,
+                                total=total,
+                                source=item.source if item.source_index else None,
+                            ),
+                        )
+                wanted = item.config.segments if item.config.segments is not None else self.segments
+                if resumable and offset == 0 and not item.segments_off:
+                    count = _segments.segment_count(resp, total, wanted, session)
+                    if count > 1:
+                        report(PatchDownloadInfo(http_status=resp.status))
+                        fresh = _state.Record(
+                            item.url,
+                            item.name,
+                            etag,
+                            last_modified,
+                            total,
                             source=item.source if item.source_index else None,
-                        ),
-                    )
-            wanted = item.config.segments if item.config.segments is not None else self.segments
-            if resumable and offset == 0 and not item.segments_off:
-                count = _segments.segment_count(resp, total, wanted, session)
-                if count > 1:
-                    report(PatchDownloadInfo(http_status=resp.status))
-                    fresh = _state.Record(
-                        item.url,
-                        item.name,
-                        etag,
-                        last_modified,
-                        total,
-                        source=item.source if item.source_index else None,
-                    )
-                    return await self._segmented(session, item, report, fresh, resp, count)
-            return await self._stream(resp, item, report, offset, total, resumable)
+                        )
+                        return await self._segmented(session, item, report, fresh, resp, count)
+                return await self._stream(resp, item, report, offset, total, resumable)
+        finally:
+            busy[host] -= 1
 
     async def _segmented(
         self,

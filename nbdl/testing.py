@@ -30,6 +30,8 @@ parameters inject faults:
                server; with ``etag=change`` it serves bytes of a new version as a 206).
 ``cd``         a raw ``Content-Disposition`` header value.
 ``delay``      seconds to wait before answering; ``rate`` bytes per second for the body.
+``link``       bytes per second shared by every body being sent with ``link`` (a link, not
+               each connection, is the limit: more connections do not make it faster).
 ``at``, ``stall``  fault position in bytes (default: half the body) and stall seconds.
 ===============  ==================================================================================
 
@@ -110,6 +112,8 @@ class LocalServer:
         self._extra_routes = extra_routes
         self._stats = _Stats()
         self._files: dict[str, bytes] = {}
+        #: Bodies being sent with ``link=`` (they share its rate).
+        self._link_users = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -326,7 +330,17 @@ class LocalServer:
                 else:
                     transport.close()
             return response
-        await _write(response, payload, rate)
+        link = float(q.get("link", "0"))
+        if link:
+            self._link_users += 1
+            try:
+                for offset in range(0, len(payload), _CHUNK):
+                    await _write(response, payload[offset : offset + _CHUNK], 0)
+                    await asyncio.sleep(_CHUNK / link * self._link_users)
+            finally:
+                self._link_users -= 1
+        else:
+            await _write(response, payload, rate)
         if fault == "longer":  # chunked, so only Content-Range or a known size can tell
             await response.write(b"EXTRA BYTES BEYOND THE RESOURCE")
         elif fault == "extra":

@@ -62,49 +62,78 @@ async def test_segments_fetch_closed_ranges_and_assemble_the_file(
 
 
 async def test_small_files_are_not_split_automatically(server: LocalServer, dest: Path) -> None:
-    """Below the automatic threshold a file is one request, whatever the server allows."""
-    info = await _one(server.url("/data/small.bin", size=SIZE), dest)
+    """Below AUTO_MIN_BYTES a file is one request, even from a slow server allowing ranges."""
+    size = _segments.AUTO_MIN_BYTES - 1
+    info = await _one(server.url("/data/small.bin", size=size, rate=64 * MIB), dest)
     assert info.status is nbdl.DownloadStatus.COMPLETED
     assert len(server.requests_for("/data/small.bin")) == 1
 
 
-async def test_large_files_are_split_automatically(server: LocalServer, dest: Path) -> None:
-    """A file of AUTO_MIN_BYTES is fetched over AUTO_SEGMENTS connections without being asked."""
-    size = _segments.AUTO_MIN_BYTES
+async def test_large_file_on_a_fast_link_is_one_request(server: LocalServer, dest: Path) -> None:
+    """Automatic splitting on a fast link: the first answer streams every piece, no range asked."""
+    size = 2 * _segments.AUTO_MIN_BYTES
     info = await _one(server.url("/data/auto.bin", size=size), dest)
     assert info.status is nbdl.DownloadStatus.COMPLETED
     requests = server.requests_for("/data/auto.bin")
-    assert len(requests) == _segments.AUTO_SEGMENTS * _segments.PIECES_PER_CONNECTION
-    assert server.max_in_flight <= _segments.AUTO_SEGMENTS
+    assert [r.headers.get("Range") for r in requests] == [None]
     assert (dest / "auto.bin").read_bytes() == content_for("auto.bin", size)
+    assert not (dest / "auto.bin.part").exists()
 
 
-async def test_automatic_split_adds_connections_only_when_the_first_is_slow(
+async def test_automatic_ramp_up_reaches_the_per_host_cap_behind_a_connection_cap(
     server: LocalServer, dest: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Automatic splitting opens more connections when one brings less than AUTO_FAST_BYTES/s."""
-    monkeypatch.setattr(_segments, "AUTO_MIN_BYTES", SIZE)
+    """Each connection capped at 4 MiB/s: connections grow 1, 4, 8 (the cap), bytes exact."""
     monkeypatch.setattr(_segments, "AUTO_PROBE_SECONDS", 0.1)
-    monkeypatch.setattr(_segments, "AUTO_FAST_BYTES", 64 * MIB)
-    info = await _one(server.url("/data/slow.bin", size=SIZE, rate=8 * MIB), dest)
+    size = 32 * MIB
+    url = server.url("/data/capped.bin", size=size, rate=4 * MIB)
+    info = await _one(url, dest, max_per_host=8)
     assert info.status is nbdl.DownloadStatus.COMPLETED
-    assert (dest / "slow.bin").read_bytes() == content_for("slow.bin", SIZE)
-    assert server.max_in_flight > 1
+    assert (dest / "capped.bin").read_bytes() == content_for("capped.bin", size)
+    # The first answer, closed when its next piece goes to another connection, can still be
+    # finishing on the server's side: it may count once more there.
+    assert server.max_in_flight in (8, 9)
+    starts = sorted(r.at for r in server.requests_for("/data/capped.bin"))
+    assert starts[7] - starts[0] < 1.5  # all eight within a few probe windows, not seconds
+
+
+async def test_automatic_ramp_up_stops_when_the_link_is_the_limit(
+    server: LocalServer, dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared 8 MiB/s link: four connections bring no more than one, so it stops there."""
+    monkeypatch.setattr(_segments, "AUTO_PROBE_SECONDS", 0.1)
+    size = 16 * MIB
+    info = await _one(server.url("/data/link.bin", size=size, link=8 * MIB), dest, max_per_host=16)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert (dest / "link.bin").read_bytes() == content_for("link.bin", size)
+    assert server.max_in_flight in (4, 5)  # 5: the closed first answer, see above
 
 
 async def test_automatic_split_keeps_one_connection_when_it_is_fast(
     server: LocalServer, dest: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Automatic splitting stays on the first connection when it is fast enough."""
-    monkeypatch.setattr(_segments, "AUTO_MIN_BYTES", SIZE)
+    """A first connection faster than AUTO_FAST_BYTES/s is the only one: one request."""
     monkeypatch.setattr(_segments, "AUTO_PROBE_SECONDS", 0.1)
     monkeypatch.setattr(_segments, "AUTO_FAST_BYTES", 1)
-    info = await _one(server.url("/data/fast.bin", size=SIZE, rate=8 * MIB), dest)
+    size = _segments.AUTO_MIN_BYTES
+    info = await _one(server.url("/data/fast.bin", size=size, rate=32 * MIB), dest)
     assert info.status is nbdl.DownloadStatus.COMPLETED
-    assert (dest / "fast.bin").read_bytes() == content_for("fast.bin", SIZE)
-    starts = [r.at for r in server.requests_for("/data/fast.bin")]
-    assert len(starts) > 1
-    assert all(b - a > 0.05 for a, b in itertools.pairwise(starts))  # one after the other
+    assert (dest / "fast.bin").read_bytes() == content_for("fast.bin", size)
+    assert len(server.requests_for("/data/fast.bin")) == 1
+
+
+async def test_automatic_split_leaves_the_cap_to_the_rest_of_the_batch(
+    server: LocalServer, dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two capped large files with max_per_host=4: together never more than 4 connections."""
+    monkeypatch.setattr(_segments, "AUTO_PROBE_SECONDS", 0.1)
+    size = 12 * MIB
+    urls = [server.url(f"/data/two{i}.bin", size=size, rate=4 * MIB) for i in range(2)]
+    results = await nbdl.fetch(urls, dest, tracker="none", max_workers=2, max_per_host=4)
+    assert [info.status for info in results] == [nbdl.DownloadStatus.COMPLETED] * 2
+    for i in range(2):
+        assert (dest / f"two{i}.bin").read_bytes() == content_for(f"two{i}.bin", size)
+    assert 3 <= server.max_in_flight <= 5  # 5: a closed first answer, see above
 
 
 async def test_file_config_segments_one_keeps_one_stream(server: LocalServer, dest: Path) -> None:
@@ -297,3 +326,23 @@ async def test_pieces_go_to_the_redirect_target(server: LocalServer, dest: Path)
     assert len(server.requests_for("/redirect/2")) == 1
     assert len(server.requests_for("/redirect/1")) == 1
     assert len(server.requests_for("/data/rd.bin")) > 1
+
+
+async def test_checksum_is_fed_on_the_fly_and_finished_from_disk(
+    server: LocalServer, dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ramped-up file's checksum (part hashed as it came, part read back) matches or fails."""
+    monkeypatch.setattr(_segments, "AUTO_PROBE_SECONDS", 0.05)
+    size = 12 * MIB
+    url = server.url("/data/ckr.bin", size=size, rate=8 * MIB)
+    digest = hashlib.sha256(content_for("ckr.bin", size)).hexdigest()
+    good = nbdl.FileConfig(url, checksum=f"sha256:{digest}")
+    info = await _one(good, dest, max_per_host=8)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert server.max_in_flight > 1
+    fast = server.url("/data/ckf.bin", size=size)
+    bad = nbdl.FileConfig(fast, checksum=f"sha256:{digest}")
+    failed = await _one(bad, dest, retries=0)
+    assert failed.error_kind is nbdl.ErrorKind.CHECKSUM
+    assert len(server.requests_for("/data/ckf.bin")) == 1
+    assert not (dest / "ckf.bin").exists()

@@ -67,7 +67,7 @@ async def fetch(
     keep: Keep = "auto",
     tracker: TrackerChoice = "auto",
     max_workers: int = 16,
-    max_per_host: int = 8,
+    max_per_host: int | None = None,
     retries: int | RetryPolicy = 3,
     # The same name as nbdl.fetch's: it bounds each download, not this call.
     timeout: float | None = None,  # noqa: ASYNC109
@@ -97,6 +97,8 @@ async def fetch(
     """
     if not isinstance(client, Client):
         raise InvalidConfigError(f"client must be a distributed.Client, got {client!r}")
+    if max_per_host is None:
+        max_per_host = 8  # for the whole cluster: one machine's default, shared out below
     checked = check_settings(
         max_workers=max_workers,
         retries=retries,
