@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 
 from ._errors import InvalidConfigError
 from ._extract import ExtractLimits
@@ -69,30 +71,54 @@ async def fetch(
     ``"priority"`` (the default), ``"round-robin"`` (hosts take turns within a priority) or an
     ``nbdl.Scheduler``.
     """
-    settings = check_settings(
-        max_workers=max_workers,
-        retries=retries,
-        timeout=timeout,
-        read_timeout=read_timeout,
-        overwrite=overwrite,
-        headers=headers,
-        segments=segments,
-        max_per_host=max_per_host,
-        extract=extract,
-        extract_limits=extract_limits,
-        processors=processors,
-        hooks=hooks,
-        scheduler=scheduler,
-    )
-    chosen = resolve_tracker(tracker)
+    # Every parameter, as passed: the plan validates and applies them (see ``plan``).
+    options = {name: value for name, value in locals().items() if name not in ("items", "dest")}
+    manager = plan(items, dest, options)
+    async with manager:
+        return await manager.run()
+
+
+class FetchOptions(TypedDict, total=False):
+    """The keyword options of ``nbdl.fetch`` (see its docstring), for ``start``/``fetch_sync``."""
+
+    max_workers: int
+    tracker: TrackerChoice
+    retries: int | RetryPolicy
+    timeout: float | None
+    read_timeout: float | None
+    overwrite: bool
+    headers: Mapping[str, str] | None
+    segments: int | None
+    max_per_host: int | None
+    extract: bool
+    extract_limits: ExtractLimits | None
+    processors: Sequence[Processor]
+    hooks: Hooks | Mapping[str, Hook | Sequence[Hook]] | None
+    scheduler: Scheduler | str | None
+
+
+def plan(
+    items: Iterable[str | FileConfig], dest: str | Path | Storage, options: Mapping[str, Any]
+) -> DownloadManager:
+    """The batch ``fetch`` would run, validated and queued: every check, once, and no request.
+
+    Every front door runs this plan: ``fetch`` at once, ``start`` and ``fetch_sync`` after
+    showing its display from the calling cell.  Raises ``InvalidConfigError`` (a ``ValueError``)
+    naming a bad item or setting, ``TypeError`` for an option ``fetch`` does not have.
+    """
+    # fetch's own signature supplies the defaults and rejects unknown options.
+    bound = inspect.signature(fetch).bind(items, dest, **options)
+    bound.apply_defaults()
+    a = bound.arguments
+    settings = check_settings(**{name: a[name] for name in _SETTINGS})
     worker = DownloadWorker(
         retry=settings.retry,
-        timeout=timeout,
-        read_timeout=read_timeout,
-        overwrite=overwrite,
-        segments=segments,
-        extract=extract,
-        extract_limits=extract_limits,
+        timeout=a["timeout"],
+        read_timeout=a["read_timeout"],
+        overwrite=a["overwrite"],
+        segments=a["segments"],
+        extract=a["extract"],
+        extract_limits=a["extract_limits"],
         processors=settings.processors,
     )
     if isinstance(items, str | FileConfig):
@@ -101,18 +127,17 @@ async def fetch(
         )
     manager = DownloadManager(
         dest=dest,
-        max_workers=max_workers,
-        tracker=chosen,
+        max_workers=a["max_workers"],
+        tracker=resolve_tracker(a["tracker"]),
         worker=worker,
         headers=settings.headers,
-        max_per_host=max_per_host,
+        max_per_host=a["max_per_host"],
         hooks=settings.hooks,
-        scheduler=scheduler,
+        scheduler=a["scheduler"],
     )
     # Queue (and so validate) every item before the session opens: bad input costs no request.
     queue_all(manager, items)
-    async with manager:
-        return await manager.run()
+    return manager
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,3 +208,6 @@ def check_settings(
             )
     resolve_scheduler(scheduler)  # only to validate: the manager makes its own
     return _Settings(retry, checked, chosen, Hooks.of(hooks))
+
+
+_SETTINGS = tuple(inspect.signature(check_settings).parameters)

@@ -11,69 +11,44 @@ job completed are then found at their final paths and cost no request.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import logging
 import sys
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 from ._errors import InvalidConfigError
-from ._extract import ExtractLimits
-from ._fetch import TrackerChoice, check_settings, fetch
-from ._hooks import Hook, Hooks
-from ._manager import DownloadManager, queue_all
+from ._fetch import FetchOptions, plan
+from ._manager import DownloadManager
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
-from ._processors import Processor
-from ._schedulers import Scheduler
-from ._select import resolve_tracker
 from ._storage import Storage
-from ._tracker import DownloadTracker, Tracker
-from ._worker import DownloadWorker, RetryPolicy
+from ._tracker import Tracker
 
 if TYPE_CHECKING:
     from ._notebook import CellTracker
 
-__all__ = ["DownloadJob", "FetchOptions", "start"]
+__all__ = ["DownloadJob", "start"]
 
 logger = logging.getLogger("nbdl")
 
 
-class FetchOptions(TypedDict, total=False):
-    """The keyword options of ``nbdl.fetch`` (see its docstring), for ``start``/``fetch_sync``."""
-
-    max_workers: int
-    tracker: TrackerChoice
-    retries: int | RetryPolicy
-    timeout: float | None
-    read_timeout: float | None
-    overwrite: bool
-    headers: Mapping[str, str] | None
-    segments: int | None
-    max_per_host: int | None
-    extract: bool
-    extract_limits: ExtractLimits | None
-    processors: Sequence[Processor]
-    hooks: Hooks | Mapping[str, Hook | Sequence[Hook]] | None
-    scheduler: Scheduler | str | None
-
-
-_SETTINGS = tuple(inspect.signature(check_settings).parameters)
-
-
 @dataclass(frozen=True)
 class Prepared:
-    """A validated batch: ``fetch``'s arguments, its tracker, and where its files will go."""
+    """A validated batch: its planned manager, and where its files will go."""
 
-    items: list[str | FileConfig]
-    arguments: dict[str, Any]
-    tracker: Tracker
+    #: Validated, every item queued (and registered with its tracker), nothing requested yet.
+    manager: DownloadManager
     #: The URL of each item, in input order (duplicates included, as in ``Results``).
     urls: tuple[str, ...]
     #: The first record of each URL (status QUEUED, final path).
     initial: dict[str, DownloadInfo]
+
+    @property
+    def tracker(self) -> Tracker:
+        """The batch's display."""
+        return self.manager.tracker
 
     @property
     def paths(self) -> frozenset[Path]:
@@ -84,36 +59,25 @@ class Prepared:
             for info in self.initial.values()
         )
 
+    async def run(self) -> Results:
+        """Run the planned batch (once)."""
+        async with self.manager:
+            return await self.manager.run()
+
 
 def prepare(
     items: Iterable[str | FileConfig], dest: str | Path | Storage, options: Mapping[str, Any]
 ) -> Prepared:
-    """Validate a batch exactly as ``fetch`` will, before anything is shown or requested."""
-    # fetch's own signature supplies the defaults and rejects unknown options (TypeError).
-    bound = inspect.signature(fetch).bind(items, dest, **options)
-    bound.apply_defaults()
-    arguments = dict(bound.arguments)
-    raw = arguments.pop("items")
-    if isinstance(raw, str | FileConfig):
+    """Validate and plan a batch as ``fetch`` does, before anything is shown or requested."""
+    if isinstance(items, str | FileConfig):
         raise InvalidConfigError(
             "items must be an iterable of URLs or FileConfig objects; wrap a single one in a list"
         )
-    listed: list[str | FileConfig] = list(raw)
-    check_settings(**{name: arguments[name] for name in _SETTINGS})
-    # A dry run of the queue: the same naming and clash checks as fetch, no request.
-    store = DownloadTracker()
-    probe = DownloadManager(
-        dest=arguments["dest"],
-        max_workers=arguments["max_workers"],
-        tracker=store,
-        # Only for the checks that depend on dest (extract needs a local folder).
-        worker=DownloadWorker(extract=arguments["extract"], processors=arguments["processors"]),
-    )
-    queue_all(probe, listed)
-    arguments["tracker"] = resolve_tracker(arguments["tracker"])
+    listed: list[str | FileConfig] = list(items)
+    manager = plan(listed, dest, options)
     urls = tuple(item.url if isinstance(item, FileConfig) else item for item in listed)
-    initial = {info.url: info for info in store.downloads()}
-    return Prepared(listed, arguments, arguments["tracker"], urls, initial)
+    initial = {url: manager.info(url) for url in urls}
+    return Prepared(manager, urls, initial)
 
 
 def cell_tracker(tracker: Tracker) -> CellTracker | None:
@@ -126,37 +90,13 @@ def cell_tracker(tracker: Tracker) -> CellTracker | None:
 def show_in_cell(prepared: Prepared, *, cancellable: bool = True) -> None:
     """Display a notebook tracker now, from the caller's cell (later tasks would miss it).
 
-    The batch is registered first, so that the bars are created here too: widgets created by
-    a background task belong to no cell (nbclient, for one, drops them).
+    The plan registered the batch with it already, so the bars are created here too: widgets
+    created by a background task belong to no cell (nbclient, for one, drops them).
     """
     display = cell_tracker(prepared.tracker)
     if display is not None:
         display.cancellable = cancellable
-        for info in prepared.initial.values():
-            display.register_download(info)
         display.show()
-
-
-class _Recorder(DownloadTracker):
-    """Keeps the latest record of each download and forwards everything to the display."""
-
-    def __init__(self, display: Tracker) -> None:
-        super().__init__()
-        self.display = display
-
-    def register_download(self, info: DownloadInfo) -> None:
-        super().register_download(info)
-        self.display.register_download(info)
-
-    def patch_download(self, url: str, patch: PatchDownloadInfo) -> None:
-        super().patch_download(url, patch)
-        self.display.patch_download(url, patch)
-
-    def start(self) -> None:
-        self.display.start()
-
-    def close(self) -> None:
-        self.display.close()
 
 
 #: Final path to the job that last claimed it, while that job runs.
@@ -185,7 +125,6 @@ class DownloadJob:
         self.number = next(self._numbers)
         self.tracker = prepared.tracker
         self._prepared = prepared
-        self._recorder = _Recorder(prepared.tracker)
         self._cancel_requested = False
         #: Jobs this one waits for because they write some of the same files.
         self.waiting_for: list[DownloadJob] = running_jobs_for(prepared.paths)
@@ -207,22 +146,18 @@ class DownloadJob:
             if self.waiting_for:
                 # asyncio.wait never cancels what it waits for: cancelling this job leaves them.
                 await asyncio.wait([job._task for job in self.waiting_for])
-            arguments = {**self._prepared.arguments, "tracker": self._recorder}
-            return await fetch(self._prepared.items, **arguments)
+            return await self._prepared.run()
         except asyncio.CancelledError:
             if not self._cancel_requested:
                 raise
             return self._cancelled_results()
 
     def _cancelled_results(self) -> Results:
-        known = self._recorder
+        manager = self._prepared.manager
         cancelled = PatchDownloadInfo(status=DownloadStatus.CANCELLED, error="cancelled")
         infos = []
         for url in self._prepared.urls:
-            try:
-                info = known.get(url)
-            except KeyError:  # cancelled before fetch registered it
-                info = self._prepared.initial[url]
+            info = manager.info(url)
             infos.append(info if info.is_terminal() else info.apply(cancelled))
         return Results(infos)
 

@@ -209,6 +209,10 @@ class DownloadManager:
         self._scheduler.push(url, priority)
         return info
 
+    def info(self, url: str) -> DownloadInfo:
+        """The latest record of the queued ``url`` (``KeyError`` if it is not queued)."""
+        return self._store.get(url)
+
     def _next_item(self) -> WorkItem | None:
         """The item the scheduler picks next (by default: the highest priority), or None.
 

@@ -28,8 +28,7 @@ from typing import Any, TypedDict, Unpack
 from urllib.parse import quote
 
 from ._errors import InvalidConfigError
-from ._fetch import fetch
-from ._jobs import FetchOptions
+from ._fetch import FetchOptions, fetch
 from ._models import Checksum, FileConfig, Results
 from ._naming import check_explicit_filename
 from ._sync import fetch_sync

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Unpack
 
-from ._fetch import fetch
-from ._jobs import FetchOptions, Prepared, prepare, running_jobs_for, show_in_cell
+from ._fetch import FetchOptions
+from ._jobs import Prepared, prepare, running_jobs_for, show_in_cell
 from ._models import FileConfig, Results
 from ._storage import Storage
 
@@ -48,7 +48,7 @@ def fetch_sync(
         asyncio.get_running_loop()
     except RuntimeError:
         with _signal_handlers_restored():
-            return asyncio.run(_fetch(prepared))
+            return asyncio.run(prepared.run())
     busy = running_jobs_for(prepared.paths)
     if busy:
         raise RuntimeError(
@@ -58,10 +58,6 @@ def fetch_sync(
     # display shows none, and a kernel interrupt is the way to stop.
     show_in_cell(prepared, cancellable=False)
     return _run_in_thread(prepared)
-
-
-async def _fetch(prepared: Prepared) -> Results:
-    return await fetch(prepared.items, **prepared.arguments)
 
 
 @contextlib.contextmanager
@@ -97,7 +93,7 @@ def _run_in_thread(prepared: Prepared) -> Results:
         outcome.loop = asyncio.get_running_loop()
         outcome.task = asyncio.current_task()
         outcome.started.set()
-        return await _fetch(prepared)
+        return await prepared.run()
 
     def work() -> None:
         try:

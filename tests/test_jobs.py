@@ -153,3 +153,26 @@ async def test_cancel_button_cancels_the_job(server: LocalServer, dest: Path) ->
     assert results.cancelled
     assert tracker.cancel_button.description == "Cancelled"
     assert (dest / "btn.bin.part").exists()
+
+
+@pytest.mark.parametrize("front_door", ["start", "fetch_sync"])
+async def test_a_batch_is_validated_and_queued_once(
+    server: LocalServer, dest: Path, monkeypatch: pytest.MonkeyPatch, front_door: str
+) -> None:
+    """start and fetch_sync run the very plan they validated: each item is queued once."""
+    queued: list[object] = []
+    original = nbdl.DownloadManager.add_to_queue
+
+    def counting(self: nbdl.DownloadManager, item: str | nbdl.FileConfig) -> nbdl.DownloadInfo:
+        """Count, then queue as usual."""
+        queued.append(item)
+        return original(self, item)
+
+    monkeypatch.setattr(nbdl.DownloadManager, "add_to_queue", counting)
+    urls = [server.url(f"/data/once{i}.bin", size=1000) for i in range(3)]
+    if front_door == "start":
+        results = await nbdl.start(urls, dest=dest, tracker="none")
+    else:
+        results = await asyncio.to_thread(nbdl.fetch_sync, urls, dest=dest, tracker="none")
+    assert [info.status for info in results] == [nbdl.DownloadStatus.COMPLETED] * 3
+    assert queued == urls
