@@ -890,12 +890,13 @@ class DownloadWorker:
                     )
                 if hasher is not None:
                     item.check_digest(hasher.hexdigest())
-                _files.check_final(final)
                 if unnamed:
                     try:
                         _link(fd, final, part)
                     except OSError as exc:
                         raise file_error(final, exc) from exc
+                else:
+                    _files.check_final(final)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -996,7 +997,9 @@ def _link(fd: int, final: Path, part: str) -> None:
         # which an absolute source path makes it ignore.
         os.link(source, final, src_dir_fd=fd)
     except FileExistsError:
-        # overwrite=True, or a file appeared meanwhile: name it apart, then rename over it.
+        # overwrite=True, or a file appeared meanwhile: name it apart, then rename over it,
+        # unless a link or a folder is in the way (checked only now: a new name needs no stat).
+        _files.check_final(final)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)
         os.link(source, part, src_dir_fd=fd)
