@@ -18,12 +18,18 @@ from ._errors import (
     ProcessingError,
     TooManyRedirectsError,
 )
-from ._extract import ExtractLimits
 from ._fetch import fetch
 from ._hooks import DownloadEvent, EventKind, Hooks
 from ._jobs import DownloadJob, start
 from ._manager import DownloadManager
-from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
+from ._models import (
+    DownloadInfo,
+    DownloadStatus,
+    ExtractLimits,
+    FileConfig,
+    PatchDownloadInfo,
+    Results,
+)
 from ._processors import Extract, ProcessJob, Processor
 from ._registry import Registry
 from ._schedulers import PriorityScheduler, RoundRobinScheduler, Scheduler

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
-
 from ._errors import InvalidConfigError
 from ._naming import check_explicit_filename
 
@@ -35,5 +33,8 @@ def cache_dir(name: str) -> Path:
     if root:
         # Absolute now, so that the folder does not move if the process changes directory.
         return Path(root).expanduser().absolute() / name
+    # Loaded here: ~10 ms that every other start-up (each CLI run, say) would pay for nothing.
+    import platformdirs
+
     # appauthor=False: on Windows the default would repeat the name (LOCALAPPDATA\name\name).
     return Path(platformdirs.user_cache_dir(name, appauthor=False))

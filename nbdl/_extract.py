@@ -29,7 +29,6 @@ import errno
 import gzip
 import json
 import lzma
-import math
 import os
 import shutil
 import stat
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn, Protocol
 
 from ._errors import ExtractionError, InvalidConfigError
+from ._models import ExtractLimits
 from ._naming import sanitize_filename
 from ._state import STATE_DIR
 
@@ -108,45 +108,6 @@ class ExtractCancelled(ExtractionError):
     It derives from ``ExtractionError`` so that code catching extraction failures still sees
     one; catch ``ExtractCancelled`` first to tell a cancel from a failure.
     """
-
-
-@dataclass(frozen=True, slots=True)
-class ExtractLimits:
-    """Limits that stop a decompression bomb while it streams; raise them for trusted archives.
-
-    Bytes are counted as they are written, not taken from what an archive declares.
-    """
-
-    #: Total bytes extracted.  64 GiB holds the big single-archive data sets of notebooks (COCO
-    #: train2017 is 19 GB, ImageNet-1k val 6.4 GB) and stops a bomb before it fills the ~100 GB
-    #: disk of a typical cloud notebook.
-    max_bytes: int = 64 * GiB
-    #: Extracted bytes per archive byte (archives under 1 MiB count as 1 MiB).  Real data
-    #: compresses 2-20x, very repetitive text up to ~100x; one layer of deflate tops out near
-    #: 1000x, and bombs (overlapping zip entries, bzip2/xz/zstd of zeros) go far beyond.
-    max_ratio: float = 200.0
-    #: Files, folders and links.  Above the largest common image sets shipped as one archive
-    #: (COCO train2017: 118k files), and below the inode count of a small disk.
-    max_members: int = 1_000_000
-
-    def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_members"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise InvalidConfigError(
-                    f"ExtractLimits.{name} must be a positive int, got {value!r}"
-                )
-        ratio = self.max_ratio
-        if (
-            isinstance(ratio, bool)
-            or not isinstance(ratio, int | float)
-            or math.isnan(ratio)
-            or ratio <= 0
-        ):
-            raise InvalidConfigError(
-                f"ExtractLimits.max_ratio must be a positive number (math.inf for none), "
-                f"got {ratio!r}"
-            )
 
 
 # --- detection and naming -------------------------------------------------------------------

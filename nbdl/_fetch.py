@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from ._errors import InvalidConfigError
-from ._extract import ExtractLimits
 from ._hooks import Hook, Hooks
 from ._manager import DownloadManager, queue_all
-from ._models import FileConfig, Results, check_headers, check_int
+from ._models import ExtractLimits, FileConfig, Results, check_headers, check_int
 from ._processors import Processor
 from ._schedulers import Scheduler
 from ._schedulers import resolve as resolve_scheduler

@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from . import _extract
 from ._errors import ExtractionError
-from ._models import FileConfig
+from ._models import ExtractLimits, FileConfig
 
 __all__ = ["Extract", "ProcessJob", "Processor"]
 
@@ -80,8 +79,8 @@ class Extract:
 
     label = "extracting"
 
-    def __init__(self, limits: _extract.ExtractLimits | None = None) -> None:
-        self.limits = limits or _extract.ExtractLimits()
+    def __init__(self, limits: ExtractLimits | None = None) -> None:
+        self.limits = limits or ExtractLimits()
 
     def process(self, job: ProcessJob) -> Path | None:
         """Extract ``job.path``, or find it extracted already; the folder (or file) made.
@@ -89,6 +88,9 @@ class Extract:
         A file that is no archive is an error when its ``FileConfig`` asks for extraction, and
         is left alone when only the batch does (``fetch(..., extract=True)``).
         """
+        # Loaded on first use: the archive modules cost ~25 ms of every start-up otherwise.
+        from . import _extract
+
         target = job.config.extract_to or _extract.default_target(job.path.name)
         done = _extract.extracted(job.path, job.dest, target)
         if done is not None:

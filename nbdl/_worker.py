@@ -32,9 +32,15 @@ from ._errors import (
     http_error,
     translate,
 )
-from ._extract import ExtractLimits
 from ._headers import parse_content_range
-from ._models import Checksum, DownloadStatus, FileConfig, PatchDownloadInfo, check_int
+from ._models import (
+    Checksum,
+    DownloadStatus,
+    ExtractLimits,
+    FileConfig,
+    PatchDownloadInfo,
+    check_int,
+)
 from ._naming import sanitize_filename
 from ._processors import Extract, ProcessJob, Processor
 from ._storage import Storage

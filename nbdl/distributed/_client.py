@@ -22,10 +22,9 @@ from distributed import Client, Future
 from distributed.client import FutureCancelledError
 
 from .._errors import ErrorKind, InvalidConfigError
-from .._extract import ExtractLimits
 from .._fetch import TrackerChoice, check_settings
 from .._manager import DownloadManager, queue_all
-from .._models import DownloadInfo, DownloadStatus, PatchDownloadInfo, check_int
+from .._models import DownloadInfo, DownloadStatus, ExtractLimits, PatchDownloadInfo, check_int
 from .._processors import Processor
 from .._select import resolve_tracker
 from .._storage import is_object_url, resolve

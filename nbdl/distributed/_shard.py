@@ -27,9 +27,15 @@ import aiohttp
 from distributed import Worker, WorkerPlugin, get_worker
 
 from .. import _state
-from .._extract import ExtractLimits
 from .._manager import DownloadManager, queue_all
-from .._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
+from .._models import (
+    DownloadInfo,
+    DownloadStatus,
+    ExtractLimits,
+    FileConfig,
+    PatchDownloadInfo,
+    Results,
+)
 from .._naming import sanitize_filename
 from .._processors import Processor
 from .._storage import is_object_url
