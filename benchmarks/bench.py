@@ -741,7 +741,7 @@ def plan_workloads(
         plan.append(
             Workload(
                 "throttled",
-                f"one 128 MiB file, server caps each connection at {RATE_LIMIT}B/s",
+                f"one 128 MiB file, server caps each connection at {RATE_LIMIT[:-1]} MiB/s",
                 THROTTLED_SIZE / 1e6,
                 "MB/s",
                 [
@@ -1116,9 +1116,18 @@ def summarize(workloads: list[Workload]) -> dict[str, object]:
             "files_per_s": SMALL_COUNT / small_inner,
             "vs_aria2c": SMALL_COUNT / small_inner / aria_small,
         }
+
+    def ran(entry: dict[str, object]) -> bool:
+        """Whether the workload a target is about ran in this suite (``--only``)."""
+        name = str(entry["target"])
+        key = name.split(":")[0] if ":" in name else None
+        if name.startswith("tracker cost"):
+            key = "trackers"
+        return key is None or key in by_key
+
     return {
         "rows": rows,
-        "targets": targets,
+        "targets": [t for t in targets if ran(t)],
         "tracker_cpu": tracker_cpu,
         "small_in_process": in_process,
     }
