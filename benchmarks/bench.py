@@ -168,6 +168,8 @@ class Workload:
     amount: float
     unit: str
     tools: list[Tool]
+    #: The server every command of the workload must fetch from (``check_commands``).
+    base: str
     skipped: str | None = None
 
 
@@ -416,13 +418,29 @@ def curl_list(path: Path, urls: list[str]) -> Path:
     return path
 
 
+def fetched_urls(cmd: list[str]) -> list[str]:
+    """The URLs a command names, and the first URL of every list or ``-K`` file it reads."""
+    urls = []
+    for arg in cmd:
+        if arg.startswith(("http://", "https://")):
+            urls.append(arg)
+        elif arg.endswith((".txt", ".curl")) and Path(arg).is_file():
+            with open(arg, encoding="utf-8") as fh:
+                first = fh.readline().strip()
+            urls.append(first.removeprefix("url = ").strip('"'))
+    return urls
+
+
 def check_commands(workloads: list[Workload], ca: Path) -> None:
-    """No command of the suite may switch certificate checks off, and every HTTPS client of
-    the suite is told the CA (the aiohttp ones through SSL_CERT_FILE)."""
+    """Every command fetches from its workload's server, none switches certificate checks off,
+    and every HTTPS client is told the CA (the aiohttp ones through SSL_CERT_FILE)."""
     probe = Path("/nonexistent")
     for workload in workloads:
         for tool in workload.tools:
             cmd = tool.command(probe)
+            urls = fetched_urls(cmd)
+            if not urls or any(not url.startswith(workload.base + "/") for url in urls):
+                raise SystemExit(f"{workload.key}/{tool.name} fetches {urls}, not {workload.base}")
             bad = [arg for arg in cmd if arg in INSECURE or arg.startswith("--insecure")]
             if bad:
                 raise SystemExit(f"{workload.key}/{tool.name}: {bad} switches TLS checks off")
@@ -618,6 +636,7 @@ def plan_workloads(
                 SMALL_COUNT,
                 "files/s",
                 small_tools(small_list, {}, []),
+                servers.plain,
             )
         )
     if "small-tmpfs" in only:
@@ -627,14 +646,13 @@ def plan_workloads(
             SMALL_COUNT,
             "files/s",
             small_tools(small_list, {}, []),
+            servers.plain,
         )
         if tmpfs is None:
             workload.skipped = f"not available: cannot write to {TMPFS} (set BENCH_TMPFS)"
         plan.append(workload)
-    if "https-small" in only:
-        urls = [f"{servers.tls}/small/f{i:05d}.bin" for i in range(SMALL_COUNT)]
-        lst = str(write_list(work / "https-small.txt", servers.tls, SMALL_COUNT))
-        kfile = str(curl_list(work / "https-small.curl", urls))
+
+    def https_small_tools(lst: str, kfile: str) -> list[Tool]:
         tools = small_tools(lst, cert, [f"--ca-certificate={ca}"])
         tools.append(
             Tool(
@@ -660,24 +678,53 @@ def plan_workloads(
                 many,
             )
         )
+        return tools
+
+    def throttled_tools(url: str) -> list[Tool]:
+        check = check_one("throttled.bin", THROTTLED_SIZE)
+
+        def nbdl_throttled(name: str, *options: str) -> Tool:
+            return Tool(name, lambda d: nbdl_cmd("--dest", str(d), *options, url), check)
+
+        return [
+            # What a user gets: no option at all.
+            nbdl_throttled("nbdl default"),
+            nbdl_throttled("nbdl default, per-host 16", "--per-host", "16"),
+            nbdl_throttled("nbdl segments=4", "--segments", "4"),
+            nbdl_throttled("nbdl segments=8", "--segments", "8"),
+            nbdl_throttled("nbdl segments=16", "--segments", "16"),
+            nbdl_throttled("nbdl segments=16, per-host 16", "--segments", "16", "--per-host", "16"),
+            # -k1M: aria2c's default minimum split (20 MiB) would give 6 connections.
+            Tool("aria2c -x16 -s16", lambda d: [*ARIA, "-x16", "-s16", "-k1M", url], check),
+            Tool("parfive", lambda d: parfive_cmd("--dest", str(d), url), check),
+        ]
+
+    # Every tool list comes from a function call: a lambda here would see a later
+    # workload's value of a reassigned local (wget once fetched the latency list that way).
+    if "https-small" in only:
+        urls = [f"{servers.tls}/small/f{i:05d}.bin" for i in range(SMALL_COUNT)]
         plan.append(
             Workload(
                 "https-small",
                 f"{SMALL_COUNT} x 10 KiB over HTTPS, 16 at a time (wget: one at a time)",
                 SMALL_COUNT,
                 "files/s",
-                tools,
+                https_small_tools(
+                    str(write_list(work / "https-small.txt", servers.tls, SMALL_COUNT)),
+                    str(curl_list(work / "https-small.curl", urls)),
+                ),
+                servers.tls,
             )
         )
     if "latency" in only:
         base = servers.latency or servers.plain
-        lst = str(write_list(work / "latency.txt", base, SMALL_COUNT))
         workload = Workload(
             "latency",
             f"{SMALL_COUNT} x 10 KiB, each answered after {LATENCY * 1000:.0f} ms, 16 at a time",
             SMALL_COUNT,
             "files/s",
-            small_tools(lst, {}, []),
+            small_tools(str(write_list(work / "latency.txt", base, SMALL_COUNT)), {}, []),
+            base,
         )
         if servers.latency is None:
             workload.skipped = servers.latency_note
@@ -692,6 +739,7 @@ def plan_workloads(
                 MANIFEST_COUNT,
                 "files/s",
                 [Tool("nbdl", lambda d: nbdl_many(d, mf), check)],
+                servers.plain,
             )
         )
     if "trackers" in only:
@@ -708,7 +756,12 @@ def plan_workloads(
             tools.append(tool)
         plan.append(
             Workload(
-                "trackers", f"tracker cost, {SMALL_COUNT} x 10 KiB", SMALL_COUNT, "files/s", tools
+                "trackers",
+                f"tracker cost, {SMALL_COUNT} x 10 KiB",
+                SMALL_COUNT,
+                "files/s",
+                tools,
+                servers.plain,
             )
         )
     if "big" in only:
@@ -719,6 +772,7 @@ def plan_workloads(
                 BIG_SIZE / 1e6,
                 "MB/s",
                 big_tools(f"{servers.plain}/big.bin", {}, None),
+                servers.plain,
             )
         )
     if "https-big" in only:
@@ -729,35 +783,18 @@ def plan_workloads(
                 BIG_SIZE / 1e6,
                 "MB/s",
                 big_tools(f"{servers.tls}/big.bin", cert, ca),
+                servers.tls,
             )
         )
     if "throttled" in only:
-        url = f"{servers.throttled}/throttled.bin"
-        check = check_one("throttled.bin", THROTTLED_SIZE)
-
-        def nbdl_throttled(name: str, *options: str) -> Tool:
-            return Tool(name, lambda d: nbdl_cmd("--dest", str(d), *options, url), check)
-
         plan.append(
             Workload(
                 "throttled",
                 f"one 128 MiB file, server caps each connection at {RATE_LIMIT[:-1]} MiB/s",
                 THROTTLED_SIZE / 1e6,
                 "MB/s",
-                [
-                    # What a user gets: no option at all.
-                    nbdl_throttled("nbdl default"),
-                    nbdl_throttled("nbdl default, per-host 16", "--per-host", "16"),
-                    nbdl_throttled("nbdl segments=4", "--segments", "4"),
-                    nbdl_throttled("nbdl segments=8", "--segments", "8"),
-                    nbdl_throttled("nbdl segments=16", "--segments", "16"),
-                    nbdl_throttled(
-                        "nbdl segments=16, per-host 16", "--segments", "16", "--per-host", "16"
-                    ),
-                    # -k1M: aria2c's default minimum split (20 MiB) would give 6 connections.
-                    Tool("aria2c -x16 -s16", lambda d: [*ARIA, "-x16", "-s16", "-k1M", url], check),
-                    Tool("parfive", lambda d: parfive_cmd("--dest", str(d), url), check),
-                ],
+                throttled_tools(f"{servers.throttled}/throttled.bin"),
+                servers.throttled,
             )
         )
     plan.sort(key=lambda w: WORKLOADS.index(w.key))
@@ -978,6 +1015,8 @@ def summarize(workloads: list[Workload]) -> dict[str, object]:
                     "nbdl_speedup": (1 / ratio) if ratio else None,
                     "peak_rss_mb": peak_rss(tool),
                     "skipped": w.skipped or tool.skipped,
+                    "command": " ".join(tool.command(Path("DEST"))),
+                    "env": tool.env,
                     "runs": [asdict(r) for r in tool.runs],
                 }
             )
