@@ -44,10 +44,12 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
 # Benchmarks (not part of `make test`): nbdl vs curl, wget, aria2c and parfive on a local nginx.
-BENCH_DEBS := nginx aria2 wget curl time
+# libnginx-mod-http-echo: the latency workload's 20 ms before every response (echo_sleep).
+BENCH_DEBS := nginx libnginx-mod-http-echo aria2 wget curl time
 bench: $(STAMP)
-	@missing=""; for cmd in /usr/sbin/nginx /usr/bin/aria2c /usr/bin/wget /usr/bin/curl /usr/bin/time; do \
-		[ -x $$cmd ] || missing=yes; done; \
+	@missing=""; for path in /usr/sbin/nginx /usr/lib/nginx/modules/ngx_http_echo_module.so \
+		/usr/bin/aria2c /usr/bin/wget /usr/bin/curl /usr/bin/time; do \
+		[ -e $$path ] || missing=yes; done; \
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(BENCH_DEBS); fi

@@ -1,7 +1,11 @@
 """Driver for the benchmark suite: one ``nbdl.fetch`` batch in a fresh process.
 
     python benchmarks/run_nbdl.py --dest DIR [--workers 16] [--segments N] [--per-host N]
-                                  [--tracker none|rich|notebook] [--list FILE] [URL ...]
+                                  [--retries N] [--tracker none|rich|notebook] [--list FILE]
+                                  [URL ...]
+
+Options not given are not passed: nbdl's own defaults are what is measured.  Over HTTPS it
+trusts what aiohttp's default SSL context trusts (``SSL_CERT_FILE`` points it at a private CA).
 
 It uses the Python API (not the CLI), prints one JSON line (in-process seconds and user CPU
 seconds of ``fetch``, files) and exits 1 if any download failed.
@@ -52,6 +56,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--segments", type=int, default=None)
     parser.add_argument("--per-host", type=int, default=None)
+    parser.add_argument("--retries", type=int, default=None)
     parser.add_argument("--tracker", default="none")
     parser.add_argument("--list", default=None, help="a file with one URL per line")
     parser.add_argument("urls", nargs="*")
@@ -64,7 +69,12 @@ def main() -> int:
 
     params = inspect.signature(nbdl.fetch).parameters
     kwargs: dict[str, Any] = {}
-    for option, value in (("segments", args.segments), ("max_per_host", args.per_host)):
+    options = (
+        ("segments", args.segments),
+        ("max_per_host", args.per_host),
+        ("retries", args.retries),
+    )
+    for option, value in options:
         if value is None:
             continue
         if option in params:
