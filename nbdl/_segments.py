@@ -28,7 +28,11 @@ CPU-bound) the file arrives in one stream with no extra request.  Every
 :data:`AUTO_FAST_BYTES`, more are opened (x :data:`AUTO_GROWTH` each step) for as long as each
 step raises the total rate by :data:`AUTO_GAIN` and the host has connections to spare.  Behind a
 server capping each connection that reaches the cap in two or three steps of a fraction of a
-second; where the link itself is the limit it stops after one step.  Either way each piece has
+second; where the link itself is the limit it stops after one step.  A connection that looks
+fast is watched on: a server's first burst (nginx sends a second's worth of its rate limit at
+once) must not hide a cap.  When no piece is left to start, a free connection takes the second
+half of the largest piece still being read (:func:`_Run._next_piece`), so the end of a file
+does not wait on one slow connection.  Either way each piece has
 at least :data:`MIN_SEGMENT_BYTES`, and there are never more connections than the session's
 per-host cap (``max_per_host``), which keeps the total number of connections to one host polite.
 """
@@ -63,7 +67,7 @@ AUTO_SEGMENTS = 4
 #: Automatic splitting measures the rate over windows this long, or twice the time new
 #: connections took to bring their first bytes if that is longer (a distant server's new
 #: connections need a few round trips to get up to speed); a window starts once they all flow.
-AUTO_PROBE_SECONDS = 0.1
+AUTO_PROBE_SECONDS = 0.05
 #: A connection this fast is left alone: on a fast link (or loopback, where one stream is
 #: CPU-bound) more connections only cost CPU; behind a per-connection cap they pay off.
 AUTO_FAST_BYTES = 64 * 1024 * 1024
@@ -78,6 +82,10 @@ AUTO_GAIN = 1.5
 PIECES_PER_CONNECTION = 8
 #: No segment is smaller than this (a range request costs a round trip and a connection).
 MIN_SEGMENT_BYTES = 1024 * 1024
+#: A piece being read is split for an idle connection only if its rest is at least twice this ...
+STEAL_MIN_BYTES = 256 * 1024
+#: ... and would take its reader at least this long at the run's rate per connection.
+STEAL_MIN_SECONDS = 0.2
 #: Seconds between saves of the segments' progress while they run.
 SAVE_EVERY = 1.0
 
@@ -234,6 +242,10 @@ class _Run:
         self.flowing = 0
         #: Set when a connection starts bringing bytes or ends.
         self.lanes_changed = asyncio.Event()
+        #: Pieces being read now (the end of the largest may be taken by an idle connection).
+        self.reading: list[Segment] = []
+        self.started = time.monotonic()
+        self.done_at_start = self.done
         #: The checksum is fed on the fly while bytes arrive in order from byte zero (the first
         #: answer on a fast link: the whole file); ``hashed`` bytes are in it, the rest is
         #: read back from the file at the end.
@@ -289,7 +301,12 @@ class _Run:
         window = AUTO_PROBE_SECONDS
         rate = await self._rate(window)
         total = self.record.total or 0
-        while self.pending and rate < AUTO_FAST_BYTES:
+        while self.pending:
+            if rate >= AUTO_FAST_BYTES:
+                # Fast for now; look again: a server's first burst (nginx sends a second's
+                # worth of its rate limit at once) can make a capped connection look fast.
+                rate = await self._rate(window)
+                continue
             if (total - self.done) < rate * 2 * window:
                 return  # nearly done: a new connection would arrive too late to help
             # Connections to the host left under the cap (other files of the batch hold some).
@@ -334,17 +351,43 @@ class _Run:
                         await self._read(seg, resp, lane)
                 finally:
                     resp.close()  # the rest of the first answer belongs to other pieces
-            while self.pending:
-                await self._segment(self.pending.popleft(), lane)
+            while (next_seg := self._next_piece()) is not None:
+                await self._segment(next_seg, lane)
         finally:
             self.lanes_changed.set()
 
+    def _next_piece(self) -> Segment | None:
+        """The next piece to fetch: one not started, else half of the largest one being read.
+
+        Splitting at the end keeps the last bytes of a file from waiting on one slow connection
+        (behind a per-connection cap, a 2 MiB piece takes 0.5 s while the others sit idle).
+        Only a remainder that would take the reader at least :data:`STEAL_MIN_SECONDS` at the
+        run's average rate per connection is split: a new request costs a round trip.
+        """
+        if self.pending:
+            return self.pending.popleft()
+        victim = max(self.reading, key=lambda seg: seg.end - seg.position, default=None)
+        if victim is None:
+            return None
+        left = victim.end - victim.position
+        elapsed = time.monotonic() - self.started
+        per_connection = (self.done - self.done_at_start) / max(elapsed, 1e-3) / len(self.reading)
+        if left < 2 * STEAL_MIN_BYTES or left < per_connection * STEAL_MIN_SECONDS:
+            return None
+        cut = victim.end - left // 2
+        stolen = Segment(cut, victim.end)
+        victim.end = cut  # its reader stops there (see _read)
+        self.segments.append(stolen)
+        return stolen
+
     async def _segment(self, seg: Segment, lane: _Lane) -> None:
         worker = self.worker
+        # The range asked for: the piece's end can move (another connection may take half).
+        start, end = seg.position, seg.end
         headers = {
             "Accept-Encoding": "identity",
             **self.item.headers,
-            "Range": f"bytes={seg.position}-{seg.end - 1}",
+            "Range": f"bytes={start}-{end - 1}",
             "If-Range": self.record.validator or "",
         }
         timeout = aiohttp.ClientTimeout(
@@ -353,23 +396,26 @@ class _Run:
         busy, host = worker.busy, origin(self.target)
         busy[host] += 1
         try:
-            async with self.session.get(
-                self.target,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=True,
-                max_redirects=worker.max_redirects,
-            ) as answer:
-                self._check(answer, seg)
-                await self._read(seg, answer, lane)
+            with self._reading(seg):
+                async with self.session.get(
+                    self.target,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=True,
+                    max_redirects=worker.max_redirects,
+                ) as answer:
+                    self._check(answer, start, end)
+                    await self._read(seg, answer, lane)
+                    if seg.end != end:
+                        answer.close()  # the rest of the answer went to another connection
         finally:
             busy[host] -= 1
 
-    def _check(self, resp: aiohttp.ClientResponse, seg: Segment) -> None:
+    def _check(self, resp: aiohttp.ClientResponse, start: int, end: int) -> None:
         """Raise :class:`Fallback` unless ``resp`` is exactly the range asked for, same version."""
         if resp.status != 206:
             raise Fallback(f"a range request was answered with HTTP {resp.status}")
-        wanted = (seg.position, seg.end - 1, self.record.total)
+        wanted = (start, end - 1, self.record.total)
         if parse_content_range(resp.headers.get("Content-Range")) != wanted:
             raise Fallback(
                 f"a range request got Content-Range {resp.headers.get('Content-Range')!r}"
@@ -377,7 +423,7 @@ class _Run:
         if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
             raise Fallback("a range answer was content-encoded")
         length = resp.content_length
-        if length is not None and length != seg.end - seg.position:
+        if length is not None and length != end - start:
             raise Fallback("a range answer has the wrong Content-Length")
         record = self.record
         if record.validator == record.etag:
@@ -388,6 +434,24 @@ class _Run:
             raise Fallback("the resource changed between segments")
 
     async def _read(self, seg: Segment, resp: aiohttp.ClientResponse, lane: _Lane) -> None:
+        with self._reading(seg):
+            await self._read_until_end(seg, resp, lane)
+
+    @contextlib.contextmanager
+    def _reading(self, seg: Segment) -> Iterator[None]:
+        """``seg`` is taken by a connection (asked for or being read): others may split it."""
+        if any(taken is seg for taken in self.reading):
+            yield
+            return
+        self.reading.append(seg)
+        try:
+            yield
+        finally:
+            self.reading = [taken for taken in self.reading if taken is not seg]
+
+    async def _read_until_end(
+        self, seg: Segment, resp: aiohttp.ClientResponse, lane: _Lane
+    ) -> None:
         # Writes stay on the event loop: a writer thread (tried 2026-12-03) cost more CPU in
         # hand-overs than it saved, 1 GiB from loopback took 1.1-2.4 s with it, 0.87-1.4 s without.
         read = resp.content.read
@@ -401,6 +465,8 @@ class _Run:
                     f"a segment ended after {seg.done} of {seg.end - seg.start} bytes",
                     url=redact_url(self.item.url),
                 )
+            if len(chunk) > seg.end - position:  # the end moved while this read waited
+                chunk = chunk[: seg.end - position]
             if not lane.flowing:
                 lane.flowing = True
                 self.flowing += 1

@@ -335,6 +335,9 @@ class LocalServer:
             self._link_users += 1
             try:
                 for offset in range(0, len(payload), _CHUNK):
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        break  # the client closed this answer: it no longer shares the link
                     await _write(response, payload[offset : offset + _CHUNK], 0)
                     await asyncio.sleep(_CHUNK / link * self._link_users)
             finally:

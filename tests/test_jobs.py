@@ -159,7 +159,7 @@ async def test_cancel_button_cancels_the_job(server: LocalServer, dest: Path) ->
 async def test_a_batch_is_validated_and_queued_once(
     server: LocalServer, dest: Path, monkeypatch: pytest.MonkeyPatch, front_door: str
 ) -> None:
-    """start and fetch_sync run the very plan they validated: each item is queued once."""
+    """Start and fetch_sync run the very plan they validated: each item is queued once."""
     queued: list[object] = []
     original = nbdl.DownloadManager.add_to_queue
 

@@ -346,3 +346,17 @@ async def test_checksum_is_fed_on_the_fly_and_finished_from_disk(
     assert failed.error_kind is nbdl.ErrorKind.CHECKSUM
     assert len(server.requests_for("/data/ckf.bin")) == 1
     assert not (dest / "ckf.bin").exists()
+
+
+async def test_an_idle_connection_takes_half_of_the_last_piece(
+    server: LocalServer, dest: Path
+) -> None:
+    """At the end of a file a free connection splits the piece still being read: exact bytes."""
+    size = 3 * MIB  # three 1 MiB pieces for two connections: one would be left reading alone
+    url = server.url("/data/steal.bin", size=size, rate=1 * MIB)
+    info = await _one(url, dest, segments=2, max_per_host=2)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert (dest / "steal.bin").read_bytes() == content_for("steal.bin", size)
+    starts = [start for start, _ in _ranges(server.requests_for("/data/steal.bin"))]
+    assert any(start % MIB for start in starts)  # a range starting inside a piece
+    assert not (dest / "steal.bin.part").exists()
