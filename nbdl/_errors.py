@@ -26,10 +26,12 @@ exceptions from the results with :func:`error_from_info`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import errno
 import os
 import time
+from collections.abc import Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -181,6 +183,20 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@contextlib.contextmanager
+def file_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn an OSError of the local file system into a ``FileSystemError`` naming ``path``.
+
+    Errors that are ours already, and aiohttp's (some are OSErrors), pass unchanged.
+    """
+    try:
+        yield
+    except (DownloadError, aiohttp.ClientError):
+        raise
+    except OSError as exc:
+        raise file_error(path, exc) from exc
 
 
 def file_error(path: str | os.PathLike[str], exc: OSError) -> FileSystemError:

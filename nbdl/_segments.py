@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from . import _files, _state
-from ._errors import FileSystemError, IncompleteBodyError, file_error
+from ._errors import FileSystemError, IncompleteBodyError, file_errors
 from ._headers import parse_content_range
 from ._models import DownloadStatus, PatchDownloadInfo
 from ._urls import origin, redact_url
@@ -178,13 +178,13 @@ async def download(
             raise Fallback("the saved segments do not cover the file")
         wanted = item.config.segments or worker.segments or AUTO_SEGMENTS
         count = _cap(wanted, session)
-    with _file_errors(part):
+    with file_errors(part):
         fd = _open_part(part, item.dest, total, fresh=first is not None)
     try:
         if first is None and os.fstat(fd).st_size != total:
             for seg in segments:  # the partial file was replaced: nothing on disk is usable
                 seg.done = 0
-            with _file_errors(part):
+            with file_errors(part):
                 _allocate(fd, total)
         run = _Run(worker, session, item, report, record, segments, fd, part, first, count)
         chosen = item.config.segments if item.config.segments is not None else worker.segments
@@ -471,7 +471,7 @@ class _Run:
                 lane.flowing = True
                 self.flowing += 1
                 self.lanes_changed.set()
-            with _file_errors(self.part):
+            with file_errors(self.part):
                 written = pwrite(fd, chunk, position)
             if written != len(chunk):
                 raise FileSystemError(f"cannot write {self.part}: short write")
@@ -548,17 +548,7 @@ async def _finish(
         if run.hashed < total:
             await asyncio.to_thread(_state.hash_range, fd, run.hasher, run.hashed, total)
         item.check_digest(run.hasher.hexdigest())
-    with _file_errors(item.path):
+    with file_errors(item.path):
         _files.check_final(item.path)
         os.replace(part, item.path)
     return total
-
-
-@contextlib.contextmanager
-def _file_errors(path: Path) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        if isinstance(exc, aiohttp.ClientError):
-            raise
-        raise file_error(path, exc) from exc

@@ -11,7 +11,7 @@ import os
 import random
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from ._errors import (
     InvalidConfigError,
     ProcessingError,
     file_error,
+    file_errors,
     http_error,
     translate,
 )
@@ -577,7 +578,7 @@ class DownloadWorker:
     ) -> None:
         if item.storage is None and item.dest not in self._folders:  # a stat per folder
             if not item.dest.is_dir():
-                with _file_errors(item.dest):
+                with file_errors(item.dest):
                     item.dest.mkdir(parents=True, exist_ok=True)
             self._folders.add(item.dest)
         failures = 0
@@ -719,7 +720,7 @@ class DownloadWorker:
                 # creation costs ~0.6 ms on ext4 here; see benchmarks/README.md).
                 resumable = resumable and (total is None or total >= RESUME_MIN_BYTES)
                 if resumable and offset == 0:
-                    with _file_errors(item.dest):
+                    with file_errors(item.dest):
                         item.save_record(
                             _state.Record(
                                 url=item.url,
@@ -1028,14 +1029,3 @@ def _hash_file(path: Path, checksum: Checksum, size: int) -> str:
     finally:
         os.close(fd)
     return hasher.hexdigest()
-
-
-@contextlib.contextmanager
-def _file_errors(path: Path) -> Iterator[None]:
-    """Turn an OSError of the local file system into a ``FileSystemError`` naming the path."""
-    try:
-        yield
-    except DownloadError:
-        raise
-    except OSError as exc:
-        raise file_error(path, exc) from exc
