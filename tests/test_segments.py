@@ -360,3 +360,24 @@ async def test_an_idle_connection_takes_half_of_the_last_piece(
     starts = [start for start, _ in _ranges(server.requests_for("/data/steal.bin"))]
     assert any(start % MIB for start in starts)  # a range starting inside a piece
     assert not (dest / "steal.bin.part").exists()
+
+
+async def test_a_split_piece_that_breaks_resumes_from_the_saved_halves(
+    server: LocalServer, dest: Path
+) -> None:
+    """Both halves of a split piece are reset: the retry resumes each half where it broke."""
+    size = 3 * MIB
+    # Requests 3 and 4 are the last piece and the half split off it, in either order.
+    url = server.url(
+        "/data/stealx.bin", size=size, rate=1 * MIB, fail="ok,ok,reset,reset", at=100_000
+    )
+    info = await _one(url, dest, segments=2, max_per_host=2, retries=FAST_RETRY)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert info.attempts == 2
+    assert (dest / "stealx.bin").read_bytes() == content_for("stealx.bin", size)
+    requests = server.requests_for("/data/stealx.bin")
+    assert sum("Range" not in r.headers for r in requests) == 1  # never restarted from zero
+    starts = [start for start, _ in _ranges(requests)]
+    first, retried = starts[:3], starts[3:]  # pieces 1, 2 and the split-off half; then the retry
+    assert len([start for start in retried if start - 100_000 in first]) == 2  # where each broke
+    assert not list((dest / ".nbdl").glob("*.json"))
