@@ -135,14 +135,14 @@ def segment_count(
         return 1
     if "bytes" not in resp.headers.get("Accept-Ranges", "").lower():
         return 1
-    if wanted is None and total < AUTO_MIN_BYTES:
-        return 1
-    return _cap(total // MIN_SEGMENT_BYTES if wanted is None else wanted, session, total)
+    if wanted is None:
+        if total < AUTO_MIN_BYTES:
+            return 1
+        wanted = total // MIN_SEGMENT_BYTES  # the per-host cap decides
+    return _cap(min(wanted, total // MIN_SEGMENT_BYTES), session)
 
 
-def _cap(count: int, session: aiohttp.ClientSession, total: int | None = None) -> int:
-    if total is not None:
-        count = min(count, total // MIN_SEGMENT_BYTES)
+def _cap(count: int, session: aiohttp.ClientSession) -> int:
     cap = getattr(session.connector, "limit_per_host", 0)
     if cap:
         count = min(count, cap)
@@ -190,7 +190,7 @@ async def download(
         chosen = item.config.segments if item.config.segments is not None else worker.segments
         run.adaptive = first is not None and chosen is None
         await run.all()
-        return await _finish(item, part, fd, total, segments, run)
+        return await _finish(run, total)
     finally:
         os.close(fd)
 
@@ -343,12 +343,14 @@ class _Run:
         try:
             if seg is not None and resp is not None:
                 try:
-                    await self._read(seg, resp, lane)
+                    with self._reading(seg):
+                        await self._read(seg, resp, lane)
                     # The first answer carries the whole file: it goes on into the next piece
                     # while no other connection has taken it, so a fast link needs one request.
                     while self.pending and self.pending[0].position == seg.end:
                         seg = self.pending.popleft()
-                        await self._read(seg, resp, lane)
+                        with self._reading(seg):
+                            await self._read(seg, resp, lane)
                 finally:
                     resp.close()  # the rest of the first answer belongs to other pieces
             while (next_seg := self._next_piece()) is not None:
@@ -433,25 +435,17 @@ class _Run:
         if not same:
             raise Fallback("the resource changed between segments")
 
-    async def _read(self, seg: Segment, resp: aiohttp.ClientResponse, lane: _Lane) -> None:
-        with self._reading(seg):
-            await self._read_until_end(seg, resp, lane)
-
     @contextlib.contextmanager
     def _reading(self, seg: Segment) -> Iterator[None]:
         """``seg`` is taken by a connection (asked for or being read): others may split it."""
-        if any(taken is seg for taken in self.reading):
-            yield
-            return
         self.reading.append(seg)
         try:
             yield
         finally:
             self.reading = [taken for taken in self.reading if taken is not seg]
 
-    async def _read_until_end(
-        self, seg: Segment, resp: aiohttp.ClientResponse, lane: _Lane
-    ) -> None:
+    async def _read(self, seg: Segment, resp: aiohttp.ClientResponse, lane: _Lane) -> None:
+        """Write ``resp``'s bytes for ``seg`` until the piece's end (which may move nearer)."""
         # Writes stay on the event loop: a writer thread (tried 2026-12-03) cost more CPU in
         # hand-overs than it saved, 1 GiB from loopback took 1.1-2.4 s with it, 0.87-1.4 s without.
         read = resp.content.read
@@ -535,20 +529,19 @@ def _allocate(fd: int, total: int) -> None:
         os.ftruncate(fd, total)
 
 
-async def _finish(
-    item: WorkItem, part: Path, fd: int, total: int, segments: list[Segment], run: _Run
-) -> int:
+async def _finish(run: _Run, total: int) -> int:
+    item, segments = run.item, run.segments
     done = sum(seg.done for seg in segments)
-    size = os.fstat(fd).st_size
+    size = os.fstat(run.fd).st_size
     if done != total or size != total or not all(seg.complete for seg in segments):
         raise IncompleteBodyError(
             f"the segments hold {done} of {total} bytes", url=redact_url(item.url)
         )
     if run.hasher is not None:
         if run.hashed < total:
-            await asyncio.to_thread(_state.hash_range, fd, run.hasher, run.hashed, total)
+            await asyncio.to_thread(_state.hash_range, run.fd, run.hasher, run.hashed, total)
         item.check_digest(run.hasher.hexdigest())
     with file_errors(item.path):
         _files.check_final(item.path)
-        os.replace(part, item.path)
+        os.replace(run.part, item.path)
     return total
