@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
-from ._errors import InvalidConfigError
 from ._fetch import FetchOptions, plan
 from ._manager import DownloadManager
 from ._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
@@ -69,13 +68,8 @@ def prepare(
     items: Iterable[str | FileConfig], dest: str | Path | Storage, options: Mapping[str, Any]
 ) -> Prepared:
     """Validate and plan a batch as ``fetch`` does, before anything is shown or requested."""
-    if isinstance(items, str | FileConfig):
-        raise InvalidConfigError(
-            "items must be an iterable of URLs or FileConfig objects; wrap a single one in a list"
-        )
-    listed: list[str | FileConfig] = list(items)
-    manager = plan(listed, dest, options)
-    urls = tuple(item.url if isinstance(item, FileConfig) else item for item in listed)
+    manager = plan(items, dest, options)
+    urls = manager.urls
     initial = {url: manager.info(url) for url in urls}
     return Prepared(manager, urls, initial)
 

@@ -209,6 +209,11 @@ class DownloadManager:
         self._scheduler.push(url, priority)
         return info
 
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The queued URLs in input order, duplicates included (as ``run`` returns them)."""
+        return tuple(self._order)
+
     def info(self, url: str) -> DownloadInfo:
         """The latest record of the queued ``url`` (``KeyError`` if it is not queued)."""
         return self._store.get(url)
