@@ -411,28 +411,16 @@ class _Run:
         del self.in_flight[index]
 
     def _shard_done(self, entry: _InFlight, outcome: ShardOutcome) -> None:
+        summary = outcome.summary
         if self.detail:
             infos = [info for _, info in outcome.infos]
             for info in infos:
                 self.tracker.patch_download(info.url, _full_patch(info))
-            self.kept[outcome.index] = infos
+            self.kept[summary.index] = infos
         else:
-            self.kept[outcome.index] = [info for _, info in outcome.infos]
-            self._finish_row(entry, outcome.completed, outcome.failed, outcome.bytes)
-        self.summaries.append(
-            ShardSummary(
-                index=outcome.index,
-                first=outcome.first,
-                count=outcome.count,
-                completed=outcome.completed,
-                failed=outcome.failed,
-                cancelled=outcome.cancelled,
-                bytes=outcome.bytes,
-                seconds=outcome.seconds,
-                worker=outcome.worker,
-                from_record=outcome.from_record,
-            )
-        )
+            self.kept[summary.index] = [info for _, info in outcome.infos]
+            self._finish_row(entry, summary.completed, summary.failed, summary.bytes)
+        self.summaries.append(summary)
 
     def _shard_failed(self, entry: _InFlight, error: str) -> None:
         infos = entry.infos or self._register_again(entry.shard)

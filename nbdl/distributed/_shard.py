@@ -41,6 +41,7 @@ from .._processors import Processor
 from .._storage import is_object_url
 from .._tracker import DownloadTracker
 from .._worker import DownloadWorker, RetryPolicy
+from ._results import ShardSummary
 from ._stream import Item
 
 logger = logging.getLogger("nbdl.distributed")
@@ -123,19 +124,9 @@ def shard_key(dest: str, items: Sequence[Item]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ShardOutcome:
-    """What a shard task returns to the client."""
+    """What a shard task returns to the client: the shard's summary and the files it reports."""
 
-    index: int
-    first: int
-    count: int
-    completed: int
-    failed: int
-    cancelled: int
-    bytes: int
-    seconds: float
-    worker: str
-    #: True when the shard's record said it was complete, so nothing ran.
-    from_record: bool
+    summary: ShardSummary
     #: ``(position in the shard, DownloadInfo)``: every file with ``detail``, else the ones
     #: that did not complete.
     infos: tuple[tuple[int, DownloadInfo], ...]
@@ -276,8 +267,9 @@ async def run_shard(spec: ShardSpec, payload: bytes) -> ShardOutcome:
     if records and not spec.settings.overwrite:
         recorded = _outcome_from_record(spec, items, key, worker)
         if recorded is not None:
-            send({"shard": spec.index, "completed": recorded.count, "failed": 0, "active": 0,
-                  "bytes": recorded.bytes, "files": []})  # fmt: skip
+            done = recorded.summary
+            send({"shard": spec.index, "completed": done.count, "failed": 0, "active": 0,
+                  "bytes": done.bytes, "files": []})  # fmt: skip
             return recorded
     progress = _Progress(spec.detail)
     # The first manager only describes the session its settings want; the worker's shared one
@@ -347,7 +339,7 @@ def _outcome(
         for position, info in enumerate(results)
         if spec.detail or info.status is not DownloadStatus.COMPLETED
     )
-    return ShardOutcome(
+    summary = ShardSummary(
         index=spec.index,
         first=spec.first,
         count=len(results),
@@ -357,9 +349,8 @@ def _outcome(
         bytes=sum(info.bytes_downloaded for info in results),
         seconds=seconds,
         worker=worker,
-        from_record=False,
-        infos=kept,
     )
+    return ShardOutcome(summary, kept)
 
 
 # -- shard records ----------------------------------------------------------------------------
@@ -380,20 +371,21 @@ def _save_record(
     dest: Path, spec: ShardSpec, key: str, outcome: ShardOutcome, results: Sequence[DownloadInfo]
 ) -> None:
     """Write the shard's outcome atomically (a fresh temporary name, then ``os.replace``)."""
-    done = outcome.completed == outcome.count
+    summary = outcome.summary
+    done = summary.completed == summary.count
     record: dict[str, object] = {
         "version": _RECORD_VERSION,
         "key": key,
         "index": spec.index,
         "first": spec.first,
-        "count": outcome.count,
+        "count": summary.count,
         "status": "done" if done else "partial",
-        "completed": outcome.completed,
-        "failed": outcome.failed,
-        "cancelled": outcome.cancelled,
-        "bytes": outcome.bytes,
-        "seconds": round(outcome.seconds, 3),
-        "worker": outcome.worker,
+        "completed": summary.completed,
+        "failed": summary.failed,
+        "cancelled": summary.cancelled,
+        "bytes": summary.bytes,
+        "seconds": round(summary.seconds, 3),
+        "worker": summary.worker,
         "finished_at": time.time(),
         # A complete shard's file names and sizes: enough to answer a later run without a look
         # at the files (names may come from the server, so they cannot be derived from URLs).
@@ -462,7 +454,7 @@ def _outcome_from_record(
                     ),
                 )
             )
-    return ShardOutcome(
+    summary = ShardSummary(
         index=spec.index,
         first=spec.first,
         count=len(items),
@@ -473,5 +465,5 @@ def _outcome_from_record(
         seconds=0.0,
         worker=worker,
         from_record=True,
-        infos=tuple(infos),
     )
+    return ShardOutcome(summary, tuple(infos))
