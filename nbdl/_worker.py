@@ -196,10 +196,13 @@ class _RestartFromZero(Exception):
 
 @dataclass(slots=True)
 class _Progress:
-    """What the current attempt knows, for the failure report."""
+    """What the current download knows across its attempts."""
 
     attempts: int = 0
-    bytes_done: int = 0
+    #: Set by a streamed attempt that never reported IN_PROGRESS (its body came in one read):
+    #: the COMPLETED report carries them instead.
+    http_status: int | None = None
+    resumed_from: int | None = None
 
 
 class DownloadWorker:
@@ -584,6 +587,7 @@ class DownloadWorker:
         failures = 0
         while True:
             progress.attempts += 1
+            progress.http_status = progress.resumed_from = None
             if progress.attempts > 1:
                 report(PatchDownloadInfo(attempts=progress.attempts))
             try:
@@ -591,10 +595,14 @@ class DownloadWorker:
                     done = await self._upload(session, item, item.storage, report)
                 else:
                     try:
-                        done = await self._attempt(session, item, report, claim, resume=True)
+                        done = await self._attempt(
+                            session, item, report, claim, progress, resume=True
+                        )
                     except _RestartFromZero:
                         item.discard_partial()
-                        done = await self._attempt(session, item, report, claim, resume=False)
+                        done = await self._attempt(
+                            session, item, report, claim, progress, resume=False
+                        )
             except Exception as exc:  # classified below; only transient ones are retried
                 err = translate(exc, redact_url(item.source))
                 failures += 1
@@ -630,6 +638,8 @@ class DownloadWorker:
                     bytes_downloaded=done,
                     total_bytes=done,
                     finished_at=time.time(),
+                    http_status=progress.http_status,
+                    resumed_from=progress.resumed_from,
                     note=note,
                     served_by=redact_url(item.source) if item.source_index else None,
                 ),
@@ -667,6 +677,7 @@ class DownloadWorker:
         item: WorkItem,
         report: Report,
         claim: Claim,
+        progress: _Progress,
         *,
         resume: bool,
     ) -> int:
@@ -745,7 +756,7 @@ class DownloadWorker:
                             source=item.source if item.source_index else None,
                         )
                         return await self._segmented(session, item, report, fresh, resp, count)
-                return await self._stream(resp, item, report, offset, total, resumable)
+                return await self._stream(resp, item, report, progress, offset, total, resumable)
         finally:
             busy[host] -= 1
 
@@ -837,6 +848,7 @@ class DownloadWorker:
         resp: aiohttp.ClientResponse,
         item: WorkItem,
         report: Report,
+        progress: _Progress,
         offset: int,
         total: int | None,
         resumable: bool,
@@ -846,15 +858,15 @@ class DownloadWorker:
         part = f"{final}{_state.PART_SUFFIX}"
         hasher = item.checksum.new_hasher() if item.checksum else None
         done = offset
-        report(
-            PatchDownloadInfo(
-                status=DownloadStatus.IN_PROGRESS,
-                total_bytes=total,
-                bytes_downloaded=offset,
-                resumed_from=offset,
-                http_status=resp.status,
-            )
-        )
+        # IN_PROGRESS goes with the first chunk that does not end the body: a small file (one
+        # read) goes from PENDING to COMPLETED in one report, which then carries these fields.
+        # Every report is applied by the manager and again by the tracker; this one was a third
+        # of a small batch's.  A resume announces at once: hashing its prefix can take a while.
+        announced = bool(offset)
+        if announced:
+            report(self._in_progress(resp, total, offset, offset))
+        else:
+            progress.http_status, progress.resumed_from = resp.status, 0
         completed = False
         try:
             # Plain blocking writes to a raw descriptor on purpose: they land in the page cache in
@@ -887,10 +899,15 @@ class DownloadWorker:
                     if hasher is not None:
                         hasher.update(chunk)
                     done += len(chunk)
+                    # The last chunk of a known size goes without: COMPLETED follows at once
+                    # with the count (a small file is often one chunk).
                     if done != total:
-                        # The last chunk of a known size goes without: COMPLETED follows at
-                        # once with the count (a small file is often one chunk).
-                        report(PatchDownloadInfo(bytes_downloaded=done))
+                        if announced:
+                            report(PatchDownloadInfo(bytes_downloaded=done))
+                        else:
+                            announced = True
+                            report(self._in_progress(resp, total, done, offset))
+                            progress.http_status = progress.resumed_from = None
                 if total is not None and done != total:
                     raise IncompleteBodyError(
                         f"the body ended after {done} of {total} bytes", url=redact_url(item.url)
@@ -924,6 +941,18 @@ class DownloadWorker:
                 with contextlib.suppress(OSError):
                     os.unlink(part)
         return done
+
+    @staticmethod
+    def _in_progress(
+        resp: aiohttp.ClientResponse, total: int | None, done: int, offset: int
+    ) -> PatchDownloadInfo:
+        return PatchDownloadInfo(
+            status=DownloadStatus.IN_PROGRESS,
+            total_bytes=total,
+            bytes_downloaded=done,
+            resumed_from=offset,
+            http_status=resp.status,
+        )
 
     def _open_target(
         self, item: WorkItem, part: str, *, offset: int, resumable: bool

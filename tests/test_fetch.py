@@ -232,6 +232,25 @@ async def test_custom_tracker_sees_the_life_cycle(server: LocalServer, dest: Pat
     assert recorder.downloads()[0].bytes_downloaded == 2_000_000
 
 
+async def test_a_body_read_at_once_is_reported_once(server: LocalServer, dest: Path) -> None:
+    """A small body takes two reports (pending, completed), the last with status code and size."""
+    patches: list[nbdl.PatchDownloadInfo] = []
+
+    class Recorder(nbdl.DownloadTracker):
+        def patch_download(self, url: str, patch: nbdl.PatchDownloadInfo) -> None:
+            super().patch_download(url, patch)
+            patches.append(patch)
+
+    recorder = Recorder()
+    await nbdl.fetch([server.url("/data/one.bin", size=3000)], dest, tracker=recorder)
+    assert [p.status for p in patches] == [
+        nbdl.DownloadStatus.PENDING,
+        nbdl.DownloadStatus.COMPLETED,
+    ]
+    info = recorder.downloads()[0]
+    assert (info.http_status, info.total_bytes, info.resumed_from) == (200, 3000, 0)
+
+
 async def test_manager_with_injected_client(server: LocalServer, dest: Path) -> None:
     """DownloadManager uses an injected session and leaves it open for its owner."""
     async with aiohttp.ClientSession() as session:
