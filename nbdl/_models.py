@@ -9,7 +9,7 @@ import math
 import operator
 import string
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -258,16 +258,22 @@ class DownloadInfo:
 
     def apply(self, patch: PatchDownloadInfo) -> DownloadInfo:
         """A copy with the patch's non-None fields applied."""
-        # Called for every report: both records are read as tuples in C and the copy is built
-        # positionally (3.0 us vs 3.9 us with dict comprehensions, ~7x faster than
-        # dataclasses.replace).  mypy cannot see that the list holds the fields in order.
+        # Called for every report, by the manager and again by the tracker: both records are
+        # read as tuples in C and the copy's slots are filled directly (2.0 us, vs 2.9 us
+        # through the frozen __init__, which sets each field with object.__setattr__; ~10x
+        # faster than dataclasses.replace).  DownloadInfo has no __post_init__ to skip.
         values: list[object] | None = None
         for index, value in zip(_PATCH_TARGETS, _patch_values(patch), strict=True):
             if value is not None:
                 if values is None:
                     values = list(_info_values(self))
                 values[index] = value
-        return self if values is None else DownloadInfo(*values)  # type: ignore[arg-type]
+        if values is None:
+            return self
+        new = _new_info(DownloadInfo)
+        for put, value in zip(_INFO_SETTERS, values, strict=True):
+            put(new, value)
+        return new
 
     def get_progress(self) -> float | None:
         """Fraction done, from 0.0 to 1.0, or None while the size is unknown."""
@@ -319,6 +325,11 @@ _INFO_FIELDS = tuple(f.name for f in dataclasses.fields(DownloadInfo))
 _PATCH_TARGETS = tuple(_INFO_FIELDS.index(name) for name in _PATCH_FIELDS)
 _patch_values = operator.attrgetter(*_PATCH_FIELDS)
 _info_values = operator.attrgetter(*_INFO_FIELDS)
+#: The slots' own setters (a frozen class forbids setattr, not its descriptors).
+_INFO_SETTERS: tuple[Callable[[DownloadInfo, object], None], ...] = tuple(
+    DownloadInfo.__dict__[name].__set__ for name in _INFO_FIELDS
+)
+_new_info = object.__new__
 
 
 def format_bytes(count: float | None) -> str:

@@ -95,6 +95,23 @@ def test_patch_applies_only_set_fields() -> None:
     assert not patched.is_terminal()
 
 
+def test_patch_equals_dataclasses_replace() -> None:
+    """A patch (applied by filling the copy's slots) makes what dataclasses.replace makes."""
+    assert not hasattr(nbdl.DownloadInfo, "__post_init__")  # apply skips __init__
+    info = nbdl.DownloadInfo(url="https://e.org/a", path=Path("a"), note="retry 1")
+    patch = nbdl.PatchDownloadInfo(
+        status=nbdl.DownloadStatus.COMPLETED, bytes_downloaded=7, total_bytes=7, http_status=200
+    )
+    changes = {k: v for k, v in dataclasses.asdict(patch).items() if v is not None}
+    patched = info.apply(patch)
+    assert patched == dataclasses.replace(info, **changes)
+    assert patched.note == "retry 1"
+    assert info.status is nbdl.DownloadStatus.QUEUED
+    assert hash(patched) == hash(dataclasses.replace(info, **changes))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        patched.status = nbdl.DownloadStatus.FAILED  # type: ignore[misc]
+
+
 def test_speed_estimate_excludes_resumed_bytes() -> None:
     """Speed counts only the bytes transferred in this run."""
     info = nbdl.DownloadInfo(
