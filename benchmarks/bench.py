@@ -51,6 +51,10 @@ CACHE = Path(os.environ.get("BENCH_CACHE") or Path.home() / ".cache" / "nbdl-ben
 TIME = "/usr/bin/time"
 #: Where ``small-tmpfs`` writes: the engine's own cost without ext4's.
 TMPFS = Path(os.environ.get("BENCH_TMPFS") or "/dev/shm")
+#: Workloads written to TMPFS.  The tracker cost is CPU time, a few percent of a batch; on ext4
+#: the disk's own drift from one run to the next (10 % and more) buried it: one suite measured
+#: the Rich tracker at +8.8 % of wall time while a quiet in-process A/B on tmpfs gave +3-4 %.
+TMPFS_WORKLOADS = ("small-tmpfs", "trackers")
 ECHO_MODULE_DIRS = ("/usr/share/nginx/modules", "/usr/lib/nginx/modules")
 #: Run order. The many-files workloads go first: the 1 GiB runs free 25 GiB, and on a file
 #: system mounted with `discard` (this VM's root is) the TRIMs behind those deletes slowed file
@@ -754,16 +758,17 @@ def plan_workloads(
             if cls and not has_nbdl_attr(cls):
                 tool.skipped = f"not available: nbdl.{cls} does not exist yet"
             tools.append(tool)
-        plan.append(
-            Workload(
-                "trackers",
-                f"tracker cost, {SMALL_COUNT} x 10 KiB",
-                SMALL_COUNT,
-                "files/s",
-                tools,
-                servers.plain,
-            )
+        workload = Workload(
+            "trackers",
+            f"tracker cost, {SMALL_COUNT} x 10 KiB, to {tmpfs_type(TMPFS)} ({TMPFS})",
+            SMALL_COUNT,
+            "files/s",
+            tools,
+            servers.plain,
         )
+        if tmpfs is None:
+            workload.skipped = f"not available: cannot write to {TMPFS} (set BENCH_TMPFS)"
+        plan.append(workload)
     if "big" in only:
         plan.append(
             Workload(
@@ -868,7 +873,7 @@ def main() -> int:
     found = versions()
     work = Path(tempfile.mkdtemp(prefix="nbdl-bench-", dir=os.environ.get("BENCH_DIR")))
     tmpfs: Path | None = None
-    if "small-tmpfs" in only:
+    if only & set(TMPFS_WORKLOADS):
         with contextlib.suppress(OSError):
             tmpfs = Path(tempfile.mkdtemp(prefix="nbdl-bench-", dir=TMPFS))
     www = CACHE / "www"
@@ -912,7 +917,7 @@ def main() -> int:
                     if tool.skipped:
                         print(f"    {tool.name}: {tool.skipped}", flush=True)
                 rounds = {"manifest": 1, "trackers": max(args.rounds, args.tracker_rounds)}
-                scratch = tmpfs if workload.key == "small-tmpfs" and tmpfs else work
+                scratch = tmpfs if workload.key in TMPFS_WORKLOADS and tmpfs else work
                 # Many-files runs keep their output (see run_workload); one 1 GiB file per run
                 # would fill the disk and costs one inode, so those are deleted.
                 run_workload(
