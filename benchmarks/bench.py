@@ -36,6 +36,10 @@ SMALL_COUNT = 2000
 #: The tracker cost is a few percent of a batch whose single runs vary by 10 % or more: it
 #: needs more pairs than the other workloads to settle.
 TRACKER_ROUNDS = 21
+#: The 1 GiB rows are mostly page-cache writes, and on this VM those cost 0.2 s or 3 s of system
+#: time per GiB depending on whether the host took the freed memory back since the last run
+#: (free page reporting; see benchmarks/README.md): a median needs more rounds to stand.
+BIG_ROUNDS = 9
 MANIFEST_COUNT = 10_000
 RATE_LIMIT = "4m"
 #: What the latency server waits before every small response (a distant CDN's round trip).
@@ -150,6 +154,11 @@ class Run:
     #: User-mode CPU seconds of nbdl's fetch() (its driver reports it): the tracker's own work,
     #: without the file system's kernel time that makes wall times of many small files noisy.
     inner_user: float | None = None
+    #: The whole process's CPU seconds, user and system (``/usr/bin/time``).  The system time of
+    #: the 1 GiB rows is mostly page-cache writes, and on this VM it varies 3x from run to run
+    #: for every tool (see benchmarks/README.md): it shows when a wall time is the kernel's.
+    user_s: float | None = None
+    sys_s: float | None = None
 
 
 @dataclass
@@ -192,7 +201,7 @@ def timed(
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         started = time.perf_counter()
         proc = subprocess.run(
-            [TIME, "-f", "%M", "-o", rss.name, *cmd],
+            [TIME, "-f", "%M %U %S", "-o", rss.name, *cmd],
             cwd=dest,
             capture_output=True,
             text=True,
@@ -201,7 +210,11 @@ def timed(
         )
         seconds = time.perf_counter() - started
         text = Path(rss.name).read_text().strip().splitlines()
-    rss_mb = int(text[-1]) / 1024 if text and text[-1].isdigit() else None
+    # The last line: a failing command's "Command exited with non-zero status" comes before it.
+    fields = text[-1].split() if text else []
+    rss_mb = user_s = sys_s = None
+    with contextlib.suppress(ValueError, IndexError):
+        rss_mb, user_s, sys_s = int(fields[0]) / 1024, float(fields[1]), float(fields[2])
     inner = inner_user = None
     with contextlib.suppress(ValueError, IndexError, KeyError):
         line = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -217,7 +230,7 @@ def timed(
     else:
         shutil.rmtree(dest, ignore_errors=True)
     os.sync()
-    return Run(seconds, rss_mb, problem is None, note, inner, inner_user)
+    return Run(seconds, rss_mb, problem is None, note, inner, inner_user, user_s, sys_s)
 
 
 def check_one(name: str, size: int) -> Callable[[Path], str | None]:
@@ -539,8 +552,9 @@ def run_workload(
                 tool.runs.append(run)
             flag = "" if run.ok else f"  FAILED {run.note}"
             rss = f"{run.rss_mb:.0f} MB" if run.rss_mb is not None else "?"
+            cpu = f"user {run.user_s:.2f} sys {run.sys_s:.2f}" if run.sys_s is not None else ""
             print(
-                f"    {label}: {tool.name:<30} {run.seconds:7.2f} s  {rss:>7}{flag}",
+                f"    {label}: {tool.name:<30} {run.seconds:7.2f} s  {rss:>7}  {cpu}{flag}",
                 flush=True,
             )
 
@@ -554,6 +568,12 @@ def median_inner(tool: Tool) -> float | None:
     """Median in-process fetch() time (nbdl's driver reports it), None if any run lacks it."""
     values = [r.inner_seconds for r in tool.runs if r.ok and r.inner_seconds]
     return statistics.median(values) if values and len(values) == len(tool.runs) else None
+
+
+def median_of(tool: Tool, measure: str) -> float | None:
+    """Median of one of the runs' measures, None if a run lacks it."""
+    values = [getattr(r, measure) for r in tool.runs]
+    return statistics.median(values) if values and None not in values else None
 
 
 def peak_rss(tool: Tool) -> float | None:
@@ -916,7 +936,12 @@ def main() -> int:
                 for tool in tools:
                     if tool.skipped:
                         print(f"    {tool.name}: {tool.skipped}", flush=True)
-                rounds = {"manifest": 1, "trackers": max(args.rounds, args.tracker_rounds)}
+                rounds = {
+                    "manifest": 1,
+                    "trackers": max(args.rounds, args.tracker_rounds),
+                    "big": max(args.rounds, BIG_ROUNDS),
+                    "https-big": max(args.rounds, BIG_ROUNDS),
+                }
                 scratch = tmpfs if workload.key in TMPFS_WORKLOADS and tmpfs else work
                 # Many-files runs keep their output (see run_workload); one 1 GiB file per run
                 # would fill the disk and costs one inode, so those are deleted.
@@ -1019,6 +1044,8 @@ def summarize(workloads: list[Workload]) -> dict[str, object]:
                     # > 1 means the first nbdl row is faster than this tool (its time / nbdl's).
                     "nbdl_speedup": (1 / ratio) if ratio else None,
                     "peak_rss_mb": peak_rss(tool),
+                    "median_user_s": median_of(tool, "user_s"),
+                    "median_sys_s": median_of(tool, "sys_s"),
                     "skipped": w.skipped or tool.skipped,
                     "command": " ".join(tool.command(Path("DEST"))),
                     "env": tool.env,
@@ -1200,7 +1227,7 @@ def print_table(report: dict[str, object]) -> None:
     print()
     header = (
         f"{'workload':<12} {'tool':<30} {'median s':>9} {'in-proc s':>9} {'rate':>16} "
-        f"{'nbdl x':>7} {'RSS MB':>7}"
+        f"{'nbdl x':>7} {'RSS MB':>7} {'user/sys s':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -1215,14 +1242,17 @@ def print_table(report: dict[str, object]) -> None:
         med = f"{m:.2f}" if m else "-"
         inner = row["median_in_process_s"]
         in_proc = f"{inner:.2f}" if inner else ""
+        user, system = row.get("median_user_s"), row.get("median_sys_s")
+        cpu = f"{user:.2f}/{system:.2f}" if user is not None and system is not None else ""
         print(
             f"{row['workload']:<12} {row['tool']:<30} {med:>9} {in_proc:>9} {rate:>16} "
-            f"{speedup:>7} {rss:>7}"
+            f"{speedup:>7} {rss:>7} {cpu:>11}"
         )
     print(
         "\n'nbdl x' = the tool's median time / the workload's first nbdl row's median time "
         "(> 1: nbdl is faster)\n'in-proc s' = nbdl's fetch() inside its driver, without "
-        "Python's start-up and imports\n"
+        "Python's start-up and imports\n'user/sys s' = the whole process's CPU seconds "
+        "(medians)\n"
     )
     for t in report["targets"]:  # type: ignore[attr-defined]
         value = "n/a" if t["value"] is None else f"{t['value']:.2f}"
