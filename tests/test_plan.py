@@ -11,7 +11,7 @@ import ast
 import asyncio
 import pickle
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -282,15 +282,10 @@ async def test_the_service_checks_its_settings_like_fetch(tmp_path: Path) -> Non
     assert not (tmp_path / "dl").exists()
 
 
-async def test_a_dask_shard_passes_its_segments_to_the_engine(
-    server: LocalServer, tmp_path: Path
-) -> None:
-    """segments=4 given to nbdl.distributed.fetch splits the file on the worker: ranged GETs."""
+@pytest.fixture
+async def dask_client() -> AsyncIterator[Any]:
+    """A one-thread Dask cluster in this process, and an asynchronous client of it."""
     distributed = pytest.importorskip("distributed")
-    import nbdl.distributed
-
-    size = 4 * 1024 * 1024
-    url = server.url("/data/shard.bin", size=size)
     async with (
         distributed.LocalCluster(
             n_workers=1,
@@ -305,12 +300,48 @@ async def test_a_dask_shard_passes_its_segments_to_the_engine(
         ) as cluster,
         distributed.Client(cluster, asynchronous=True) as client,
     ):
-        results = await nbdl.distributed.fetch(
-            [url], tmp_path, client=client, tracker="none", segments=4, headers={"X-Plan": "d"}
-        )
+        yield client
+
+
+async def test_a_dask_shard_passes_its_segments_to_the_engine(
+    dask_client: Any, server: LocalServer, tmp_path: Path
+) -> None:
+    """segments=4 given to nbdl.distributed.fetch splits the file on the worker: ranged GETs."""
+    import nbdl.distributed
+
+    size = 4 * 1024 * 1024
+    url = server.url("/data/shard.bin", size=size)
+    results = await nbdl.distributed.fetch(
+        [url], tmp_path, client=dask_client, tracker="none", segments=4, headers={"X-Plan": "d"}
+    )
     assert results.ok, results
     assert (tmp_path / "shard.bin").read_bytes() == content_for("shard.bin", size)
     requests = server.requests_for("/data/shard.bin")
     assert {record.headers.get("X-Plan") for record in requests} == {"d"}
     ranged = [record for record in requests if "Range" in record.headers]
     assert len(ranged) >= 2, [record.headers.get("Range") for record in requests]
+
+
+async def test_dask_refuses_what_the_engine_refuses_before_any_shard(
+    dask_client: Any, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """extract=True into an object store is refused on the client, as by fetch: no request."""
+    pytest.importorskip("obstore")
+    import nbdl.distributed
+
+    # Only to describe the store: nothing is ever sent to it.
+    for key, value in (
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ):
+        monkeypatch.setenv(key, value)
+    with pytest.raises(nbdl.InvalidConfigError, match="need a local dest folder"):
+        await nbdl.distributed.fetch(
+            [server.url("/data/x.tar")],
+            "s3://bucket/run",
+            client=dask_client,
+            tracker="none",
+            extract=True,
+        )
+    assert server.requests == []
