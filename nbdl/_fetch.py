@@ -99,8 +99,9 @@ def plan(
 ) -> DownloadManager:
     """The batch ``fetch`` would run, validated and queued: every check, once, and no request.
 
-    Every front door runs this plan: ``fetch`` at once, ``start`` and ``fetch_sync`` after
-    showing its display from the calling cell.  Raises ``InvalidConfigError`` (a ``ValueError``)
+    ``fetch`` runs this plan at once, ``start`` and ``fetch_sync`` after showing its display
+    from the calling cell; the checks and the engine it builds are ``nbdl._plan``'s, which the
+    service and the Dask shards use too.  Raises ``InvalidConfigError`` (a ``ValueError``)
     naming a bad item or setting, ``TypeError`` for an option ``fetch`` does not have.
     """
     # fetch's own signature supplies the defaults and rejects unknown options.
