@@ -296,7 +296,9 @@ async def dask_client() -> AsyncIterator[Any]:
             # connecting out, which the test network guard refuses.
             protocol="tcp",
             host="127.0.0.1",
-            dashboard_address=None,
+            # A free port: the scheduler's HTTP server starts even without a dashboard, and
+            # 8787 may be another cluster's.
+            dashboard_address=":0",
         ) as cluster,
         distributed.Client(cluster, asynchronous=True) as client,
     ):
