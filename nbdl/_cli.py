@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+from ._cli_options import fetch_options
 from ._errors import BatchConflictError, InvalidConfigError
 from ._manifest import parse_manifest
 from ._models import DownloadInfo, FileConfig, Results
@@ -234,21 +235,8 @@ def _fetch(args: argparse.Namespace) -> int:
 
     # asyncio.run turns Ctrl-C into a cancel of fetch (partial files kept, the tracker closed)
     # and raises KeyboardInterrupt once that is done.
-    results = asyncio.run(
-        fetch(
-            items,
-            dest=Path(args.output),
-            max_workers=args.jobs,
-            tracker=tracker,
-            retries=args.retries,
-            timeout=args.timeout,
-            read_timeout=args.read_timeout,
-            overwrite=args.overwrite,
-            headers=headers,
-            segments=args.segments,
-            max_per_host=args.max_per_host,
-        )
-    )
+    options = fetch_options(args, headers=headers, tracker=tracker)
+    results = asyncio.run(fetch(items, dest=Path(args.output), **options))
     return _report(args, results)
 
 

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from ._errors import InvalidConfigError
+from . import _plan
 from ._hooks import Hook, Hooks
-from ._manager import DownloadManager, queue_all
-from ._models import ExtractLimits, FileConfig, Results, check_headers, check_int
+from ._manager import DownloadManager
+from ._models import ExtractLimits, FileConfig, Results
+from ._plan import check_settings
 from ._processors import Processor
 from ._schedulers import Scheduler
-from ._schedulers import resolve as resolve_scheduler
 from ._select import resolve_tracker
 from ._storage import Storage
 from ._tracker import Tracker
-from ._worker import DownloadWorker, RetryPolicy
+from ._worker import RetryPolicy
 
 TrackerChoice = str | Tracker
 
@@ -101,8 +99,9 @@ def plan(
 ) -> DownloadManager:
     """The batch ``fetch`` would run, validated and queued: every check, once, and no request.
 
-    Every front door runs this plan: ``fetch`` at once, ``start`` and ``fetch_sync`` after
-    showing its display from the calling cell.  Raises ``InvalidConfigError`` (a ``ValueError``)
+    ``fetch`` runs this plan at once, ``start`` and ``fetch_sync`` after showing its display
+    from the calling cell; the checks and the engine it builds are ``nbdl._plan``'s, which the
+    service and the Dask shards use too.  Raises ``InvalidConfigError`` (a ``ValueError``)
     naming a bad item or setting, ``TypeError`` for an option ``fetch`` does not have.
     """
     # fetch's own signature supplies the defaults and rejects unknown options.
@@ -110,103 +109,8 @@ def plan(
     bound.apply_defaults()
     a = bound.arguments
     settings = check_settings(**{name: a[name] for name in _SETTINGS})
-    worker = DownloadWorker(
-        retry=settings.retry,
-        timeout=a["timeout"],
-        read_timeout=a["read_timeout"],
-        overwrite=a["overwrite"],
-        segments=a["segments"],
-        extract=a["extract"],
-        extract_limits=a["extract_limits"],
-        processors=settings.processors,
-    )
-    if isinstance(items, str | FileConfig):
-        raise InvalidConfigError(
-            "items must be an iterable of URLs or FileConfig objects; wrap a single one in a list"
-        )
-    manager = DownloadManager(
-        dest=dest,
-        max_workers=a["max_workers"],
-        tracker=resolve_tracker(a["tracker"]),
-        worker=worker,
-        headers=settings.headers,
-        max_per_host=a["max_per_host"],
-        hooks=settings.hooks,
-        scheduler=a["scheduler"],
-    )
-    # Queue (and so validate) every item before the session opens: bad input costs no request.
-    queue_all(manager, items)
-    return manager
+    return _plan.plan(settings, items, dest, tracker=resolve_tracker(a["tracker"]))
 
 
-@dataclass(frozen=True, slots=True)
-class _Settings:
-    retry: RetryPolicy
-    headers: dict[str, str]
-    processors: tuple[Processor, ...]
-    hooks: Hooks | None = None
-
-
-def check_settings(
-    *,
-    max_workers: object,
-    retries: object,
-    timeout: object,
-    read_timeout: object,
-    overwrite: object,
-    headers: object,
-    segments: object = None,
-    max_per_host: object = None,
-    extract: object = False,
-    extract_limits: object = None,
-    processors: object = (),
-    hooks: object = None,
-    scheduler: object = None,
-) -> _Settings:
-    """Validate ``fetch``'s settings; raises ``InvalidConfigError`` naming the bad one."""
-    check_int("max_workers", max_workers, 1)
-    if isinstance(retries, RetryPolicy):
-        retry = retries
-    else:
-        retry = RetryPolicy(retries=check_int("retries", retries, 0))
-    for name, value in (("timeout", timeout), ("read_timeout", read_timeout)):
-        if value is None:
-            continue
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise InvalidConfigError(
-                f"{name} must be a number of seconds > 0 or None, got {value!r}"
-            )
-    if segments is not None:
-        check_int("segments", segments, 1)
-    if max_per_host is not None:
-        check_int("max_per_host", max_per_host, 1)
-    if not isinstance(overwrite, bool):
-        raise InvalidConfigError(f"overwrite must be True or False, got {overwrite!r}")
-    try:
-        checked = check_headers(headers) if headers is not None else {}
-    except ValueError as exc:
-        raise InvalidConfigError(str(exc)) from None
-    if not isinstance(extract, bool):
-        raise InvalidConfigError(f"extract must be True or False, got {extract!r}")
-    if extract_limits is not None and not isinstance(extract_limits, ExtractLimits):
-        raise InvalidConfigError(
-            f"extract_limits must be an nbdl.ExtractLimits, got {extract_limits!r}"
-        )
-    if isinstance(processors, str) or not isinstance(processors, Iterable):
-        raise InvalidConfigError(f"processors must be a list of processors, got {processors!r}")
-    chosen = tuple(processors)
-    for processor in chosen:
-        if not isinstance(processor, Processor):
-            raise InvalidConfigError(
-                f"each processor needs a 'label' and a 'process(job)' method, got {processor!r}"
-            )
-    resolve_scheduler(scheduler)  # only to validate: the manager makes its own
-    return _Settings(retry, checked, chosen, Hooks.of(hooks))
-
-
+#: fetch's parameters that are engine settings (the rest: the items, dest and the display).
 _SETTINGS = tuple(inspect.signature(check_settings).parameters)

@@ -10,6 +10,7 @@ from typing import Any
 
 from distributed import Client
 
+from .._cli_options import fetch_options
 from .._models import FileConfig, Results
 from .._tracker import Tracker
 from ._client import fetch
@@ -55,13 +56,5 @@ async def _run(
             shard_size=args.shard_size,
             # --json prints a line per item, so every item's record is needed.
             keep="all" if args.json else "auto",
-            tracker=tracker,
-            max_workers=args.jobs,
-            retries=args.retries,
-            timeout=args.timeout,
-            read_timeout=args.read_timeout,
-            overwrite=args.overwrite,
-            headers=headers,
-            segments=args.segments,
-            max_per_host=args.max_per_host,
+            **fetch_options(args, headers=headers, tracker=tracker),
         )

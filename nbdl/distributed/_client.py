@@ -14,7 +14,7 @@ import pickle
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,9 +22,10 @@ from distributed import Client, Future
 from distributed.client import FutureCancelledError
 
 from .._errors import ErrorKind, InvalidConfigError
-from .._fetch import TrackerChoice, check_settings
+from .._fetch import TrackerChoice
 from .._manager import DownloadManager, queue_all
 from .._models import DownloadInfo, DownloadStatus, ExtractLimits, PatchDownloadInfo, check_int
+from .._plan import EngineSettings, check_settings
 from .._processors import Processor
 from .._select import resolve_tracker
 from .._storage import is_object_url, resolve
@@ -34,7 +35,6 @@ from ._results import ClusterResults, ShardSummary
 from ._shard import (
     FILE_FIELDS,
     SessionPlugin,
-    Settings,
     ShardOutcome,
     ShardSpec,
     cancel_run,
@@ -135,19 +135,8 @@ async def fetch(
                 "then run again"
             ) from None
         threads = sum((await _call(client, client.nthreads)).values())
-    settings = Settings(
-        max_workers=max_workers,
-        max_per_host=max(1, max_per_host // threads),
-        retry=checked.retry,
-        timeout=timeout,
-        read_timeout=read_timeout,
-        overwrite=overwrite,
-        headers=checked.headers,
-        segments=segments,
-        extract=extract,
-        extract_limits=extract_limits,
-        processors=checked.processors,
-    )
+    # Each worker thread runs its shards with its share of the cluster's per-host cap.
+    settings = replace(checked, max_per_host=max(1, max_per_host // threads))
     await _call(client, client.register_plugin, SessionPlugin(), "nbdl-sessions")
     run = _Run(
         client=client,
@@ -237,7 +226,7 @@ class _Run:
     dest: Path
     #: ``dest`` as the engines take it: a folder's absolute path or an object-store URL.
     target: str
-    settings: Settings
+    settings: EngineSettings
     detail: bool
     tracker: Tracker
     limit: int
@@ -331,14 +320,14 @@ class _Run:
         """
         if not self.detail:
             try:
-                queue_all(DownloadManager(dest=self.target, tracker=NullTracker()), shard.items)
+                queue_all(self._queue(NullTracker()), shard.items)
             except InvalidConfigError as exc:
                 # queue_all counts from the shard's first item; say which manifest item it is.
                 message = _ITEM.sub(lambda m: f"item {int(m[1]) + shard.first}:", str(exc), 1)
                 raise InvalidConfigError(message) from None
             return []
         if self.names is None:
-            self.names = DownloadManager(dest=self.target, tracker=self.tracker)
+            self.names = self._queue(self.tracker)
         infos = []
         for position, item in enumerate(shard.items, start=shard.first):
             try:
@@ -451,8 +440,16 @@ class _Run:
 
     def _register_again(self, shard: Shard) -> list[DownloadInfo]:
         """The shard's items as records (not kept on the client without ``detail``)."""
-        names = DownloadManager(dest=self.target, tracker=NullTracker())
+        names = self._queue(NullTracker())
         return [names.add_to_queue(item) for item in shard.items]
+
+    def _queue(self, tracker: Tracker) -> DownloadManager:
+        """The engine the shards run, built here only to validate and name items.
+
+        Built as the workers build theirs, so what the engine refuses (``extract`` into an
+        object store, say) stops the run here, before any task, not in every shard.
+        """
+        return self.settings.manager(self.target, tracker=tracker)
 
     def _finish_row(
         self, entry: _InFlight, completed: int, failed: int, size: int, error: str | None = None

@@ -18,7 +18,7 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,20 +27,12 @@ import aiohttp
 from distributed import Worker, WorkerPlugin, get_worker
 
 from .. import _state
-from .._manager import DownloadManager, queue_all
-from .._models import (
-    DownloadInfo,
-    DownloadStatus,
-    ExtractLimits,
-    FileConfig,
-    PatchDownloadInfo,
-    Results,
-)
+from .._manager import DownloadManager
+from .._models import DownloadInfo, DownloadStatus, FileConfig, PatchDownloadInfo, Results
 from .._naming import sanitize_filename
-from .._processors import Processor
+from .._plan import EngineSettings, plan
 from .._storage import is_object_url
 from .._tracker import DownloadTracker
-from .._worker import DownloadWorker, RetryPolicy
 from ._results import ShardSummary
 from ._stream import Item
 
@@ -57,47 +49,6 @@ _RECORD_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """The ``fetch`` settings a worker needs to run the engine on a shard (checked already)."""
-
-    max_workers: int
-    max_per_host: int
-    retry: RetryPolicy
-    timeout: float | None
-    read_timeout: float | None
-    overwrite: bool
-    headers: Mapping[str, str]
-    segments: int | None
-    extract: bool
-    extract_limits: ExtractLimits | None
-    processors: tuple[Processor, ...]
-
-    def manager(
-        self, dest: str, tracker: DownloadTracker, session: aiohttp.ClientSession | None
-    ) -> DownloadManager:
-        """The engine for one shard, as ``nbdl.fetch`` builds it."""
-        worker = DownloadWorker(
-            retry=self.retry,
-            timeout=self.timeout,
-            read_timeout=self.read_timeout,
-            overwrite=self.overwrite,
-            segments=self.segments,
-            extract=self.extract,
-            extract_limits=self.extract_limits,
-            processors=self.processors,
-        )
-        return DownloadManager(
-            dest=dest,
-            max_workers=self.max_workers,
-            client=session,
-            tracker=tracker,
-            worker=worker,
-            headers=dict(self.headers),
-            max_per_host=self.max_per_host,
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class ShardSpec:
     """One shard task, but its items: they travel as scattered data (see ``run_shard``)."""
 
@@ -105,7 +56,8 @@ class ShardSpec:
     index: int
     first: int
     dest: str
-    settings: Settings
+    #: As ``nbdl.fetch`` checks them, with this worker thread's share of ``max_per_host``.
+    settings: EngineSettings
     #: True: per-file progress and every file's DownloadInfo come back; False: counts and the
     #: files that did not complete (a huge run keeps no million records on the client).
     detail: bool
@@ -274,9 +226,8 @@ async def run_shard(spec: ShardSpec, payload: bytes) -> ShardOutcome:
     progress = _Progress(spec.detail)
     # The first manager only describes the session its settings want; the worker's shared one
     # with those settings is handed to the manager that runs.
-    session = _shared_session(spec.settings.manager(spec.dest, progress, None))
-    manager = spec.settings.manager(spec.dest, progress, session)
-    queue_all(manager, items)
+    session = _shared_session(spec.settings.manager(spec.dest, tracker=progress))
+    manager = plan(spec.settings, items, spec.dest, tracker=progress, session=session)
     publisher = asyncio.create_task(_publish(progress, spec, send))
     running = asyncio.create_task(_run(manager))
     _running.setdefault(spec.topic, set()).add(running)

@@ -9,7 +9,7 @@ import json
 import secrets
 import warnings
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from itertools import islice
 from pathlib import Path
@@ -22,9 +22,10 @@ from aiohttp import web
 from .. import _state
 from .._errors import InvalidConfigError
 from .._manifest import parse_manifest
-from .._models import FileConfig, check_int
+from .._models import FileConfig
+from .._plan import check_settings
 from .._version import USER_AGENT
-from .._worker import DEFAULT_CHUNK_SIZE, DownloadWorker, RetryPolicy
+from .._worker import DEFAULT_CHUNK_SIZE, RetryPolicy
 from ._events import EventHub
 from ._openapi import API, ROUTES, Route, check_value, openapi, parse_query
 from ._runner import Runner
@@ -446,8 +447,17 @@ async def serve(
     ``ssrf_exempt`` holds ``host:port`` pairs the guard lets through (a trusted internal mirror).
     ``run_downloads=False`` keeps every item queued (for trying the API).
     """
-    check_int("max_workers", max_workers, 1)
-    check_int("max_per_host", max_per_host, 1)
+    # The engine's checks, as nbdl.fetch makes them; each item then runs as an engine batch
+    # of its own, one file at a time (the runner runs max_workers of them).
+    engine = replace(
+        check_settings(
+            max_workers=max_workers,
+            max_per_host=max_per_host,
+            retries=retries,
+            read_timeout=read_timeout,
+        ),
+        max_workers=1,
+    )
     if token is not None and (not isinstance(token, str) or len(token) < 8):
         raise InvalidConfigError("token must be a string of at least 8 characters")
     token = token or secrets.token_urlsafe(32)
@@ -461,8 +471,6 @@ async def serve(
     guard_on = (not loopback) if ssrf_guard is None else ssrf_guard
     dest = _folder(dest)
     exempt = frozenset(pair.lower() for pair in ssrf_exempt)
-    policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries=retries)
-    worker = DownloadWorker(retry=policy, read_timeout=read_timeout)
 
     store = Store(dest)
     try:
@@ -492,7 +500,7 @@ async def serve(
     runner = Runner(
         store,
         session=session,
-        worker=worker,
+        engine=engine,
         max_workers=max_workers,
         run_downloads=run_downloads,
     )

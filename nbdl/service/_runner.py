@@ -16,9 +16,8 @@ import time
 
 import aiohttp
 
-from .._manager import DownloadManager
 from .._models import DownloadInfo, DownloadStatus, PatchDownloadInfo
-from .._worker import DownloadWorker
+from .._plan import EngineSettings
 from ._store import ACTIVE, Item, Status, Store
 
 log = logging.getLogger("nbdl.service")
@@ -86,13 +85,16 @@ class Runner:
         store: Store,
         *,
         session: aiohttp.ClientSession,
-        worker: DownloadWorker,
+        engine: EngineSettings,
         max_workers: int,
         run_downloads: bool = True,
     ) -> None:
         self.store = store
         self.session = session
-        self.worker = worker
+        self.engine = engine
+        # One worker for every item: its count of open connections per host spans them all, so
+        # a large file's automatic segments leave room for the other items on that host.
+        self.worker = engine.worker()
         self.max_workers = max_workers
         self.run_downloads = run_downloads
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -132,12 +134,8 @@ class Runner:
     async def _download(self, item: Item) -> None:
         tracker = ItemTracker(self.store, item)
         try:
-            async with DownloadManager(
-                dest=self.store.dest,
-                client=self.session,
-                tracker=tracker,
-                worker=self.worker,
-                max_workers=1,
+            async with self.engine.manager(
+                self.store.dest, tracker=tracker, session=self.session, worker=self.worker
             ) as manager:
                 manager.add_to_queue(item.config)
                 await manager.run()
