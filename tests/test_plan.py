@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import inspect
 import pickle
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -184,6 +185,20 @@ def test_check_settings_names_the_bad_setting() -> None:
         with pytest.raises(nbdl.InvalidConfigError, match=name):
             check_settings(**{name: value})
     assert check_settings() == EngineSettings()
+
+
+def test_the_engine_defaults_are_fetchs() -> None:
+    """check_settings' defaults (the service and Dask rely on them) are fetch's own defaults."""
+    fetch_defaults = {
+        name: p.default
+        for name, p in inspect.signature(nbdl.fetch).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    engine_defaults = {
+        name: p.default for name, p in inspect.signature(check_settings).parameters.items()
+    }
+    assert engine_defaults.keys() <= fetch_defaults.keys()
+    assert {k: fetch_defaults[k] for k in engine_defaults} == engine_defaults
 
 
 def test_the_plan_refuses_a_single_item_and_extract_into_an_object_store() -> None:
