@@ -460,26 +460,30 @@ class RichTracker(DownloadTracker):
         title = f"nbdl: {done} of {len(infos)} files completed in {elapsed:.1f} s"
         if elapsed > 0 and transferred:
             title += f" ({format_bytes(transferred / elapsed)}/s)"
+        # Every header and cell is a Text: a plain str would be read as console markup, and a
+        # file name or a server's error text such as "[/x]" would raise MarkupError at close
+        # (and "[link=...]" would become a hyperlink).
         table = Table()
-        table.add_column("outcome")
-        table.add_column("files", justify="right")
-        table.add_column("size", justify="right")
+        table.add_column(Text("outcome"))
+        table.add_column(Text("files"), justify="right")
+        table.add_column(Text("size"), justify="right")
         styles = {"failed": "red", "cancelled": "yellow", "not finished": "yellow"}
         for name, members in groups.items():
             if members:
                 size = format_bytes(sum(i.bytes_downloaded for i in members))
-                table.add_row(name, str(len(members)), size, style=styles.get(name, ""))
+                cells = (Text(name), Text(str(len(members))), Text(size))
+                table.add_row(*cells, style=styles.get(name, ""))
         parts: list[RenderableType] = [Text(title, style="bold"), table]
         failed = groups["failed"]
         if failed:
             parts.append(Text(f"{len(failed)} failed:", style="bold red"))
             errors = Table()
-            errors.add_column("file", style="bold", overflow="fold")
-            errors.add_column("error", style="red", overflow="fold")
+            errors.add_column(Text("file"), style="bold", overflow="fold")
+            errors.add_column(Text("error"), style="red", overflow="fold")
             for info in failed[:_MAX_FAILURE_LINES]:
-                errors.add_row(_clean(info.filename), _clean(info.error or "failed"))
+                errors.add_row(Text(_clean(info.filename)), Text(_clean(info.error or "failed")))
             if len(failed) > _MAX_FAILURE_LINES:
-                errors.add_row(f"… and {len(failed) - _MAX_FAILURE_LINES} more", "")
+                errors.add_row(Text(f"… and {len(failed) - _MAX_FAILURE_LINES} more"), Text(""))
             parts.append(errors)
         if groups["cancelled"]:
             parts.append(

@@ -348,3 +348,23 @@ def test_terminal_tracker_picks_rich_on_a_terminal(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr("sys.stdout", Tty())
     assert isinstance(terminal_tracker(None), RichTracker)
+
+
+async def test_markup_in_a_name_or_a_server_error_is_shown_as_text(
+    server: LocalServer, dest: Path
+) -> None:
+    """A name or an error holding Rich markup prints as typed; "[/x]" in an error cannot raise."""
+    console, buffer = terminal()
+    hostile = nbdl.FileConfig(server.url("/data/gone.bin", fail=404), filename="[red]a.bin")
+    results = await nbdl.fetch([hostile], dest, tracker=RichTracker(console=console))
+    assert results[0].status is DownloadStatus.FAILED
+    tracker = RichTracker(console=console, clock=Clock())
+    (url,) = register(tracker, 1)
+    tracker.start()
+    error = "HTTP 502 [/red][link=http://evil.example]click[/link]"
+    tracker.patch_download(url, PatchDownloadInfo(status=DownloadStatus.FAILED, error=error))
+    tracker.close()
+    out = text(buffer)
+    assert "[red]a.bin │ HTTP 404 Not Found" in out
+    assert error in out
+    assert "\x1b]8;" not in buffer.getvalue()  # no OSC 8 hyperlink was made
