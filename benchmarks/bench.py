@@ -35,11 +35,12 @@ SMALL_SIZE = 10 * 1024
 SMALL_COUNT = 2000
 #: The tracker cost is a few percent of a batch whose single runs vary by 10 % or more: it
 #: needs more pairs than the other workloads to settle.
-TRACKER_ROUNDS = 21
+TRACKER_ROUNDS = 24
 #: The 1 GiB rows are mostly page-cache writes, and on this VM those cost 0.2 s or 3 s of system
 #: time per GiB depending on whether the host took the freed memory back since the last run
-#: (free page reporting; see benchmarks/README.md): a median needs more rounds to stand.
-BIG_ROUNDS = 9
+#: (free page reporting; see benchmarks/README.md): a median needs more rounds to stand.  Ten
+#: rounds of their five tools run every tool right after every other one twice.
+BIG_ROUNDS = 10
 MANIFEST_COUNT = 10_000
 RATE_LIMIT = "4m"
 #: What the latency server waits before every small response (a distant CDN's round trip).
@@ -527,21 +528,28 @@ def cacert(option: str, ca: Path | None) -> list[str]:
 def run_workload(
     tools: list[Tool], rounds: int, scratch: Path, keep: Path | None = None, warmup: bool = False
 ) -> None:
-    """Interleave the tools, rotating who goes first: A B C, B C A, C A B, ...
+    """Interleave the tools in a carry-over-balanced order (see ``balanced_orders``).
 
     With ``warmup``, each tool first runs once untimed: the first runs of a suite came after the
     disk's busiest minutes and with the page cache full of the previous workload's big files.
 
     The machine drifts within a workload, so a fixed order would hand one tool the same place
-    in every round.  With ``keep``, the files of each run are kept there (deleted only when the
-    suite ends): ext4 steps over every recently deleted inode when it allocates a new one
+    in every round; and a run leaves the machine in a state the next run inherits, so a
+    rotation (A B C, B C A, ...), which keeps who follows whom, would hand one tool the same
+    predecessor in every round.  In the 1 GiB rows nbdl always followed parfive, whose 6.5 s
+    run gave the host time to take back the memory freed before it (see ``BIG_ROUNDS``):
+    nbdl's median system time was 1.74 s there against curl's 1.33 s, while side by side
+    after one another they were equal.
+
+    With ``keep``, the files of each run are kept there (deleted only when the suite ends):
+    ext4 steps over every recently deleted inode when it allocates a new one
     (``recently_deleted`` in ``find_inode_bit``), so deleting 2000 files before each run made
     the next run's file creations 2-3x slower, for every tool, the more so the more runs came
     before it.  Users download into folders where thousands of files were not just deleted.
     """
+    orders = balanced_orders(len(tools))
     for round_no in range(-1 if warmup else 0, rounds):
-        shift = round_no % len(tools)
-        for tool in tools[shift:] + tools[:shift]:
+        for tool in (tools[i] for i in orders[round_no % len(orders)]):
             if tool.skipped:
                 continue
             dest = scratch / f"out-{tool.name}".replace(" ", "_").replace(",", "")
@@ -557,6 +565,25 @@ def run_workload(
                 f"    {label}: {tool.name:<30} {run.seconds:7.2f} s  {rss:>7}  {cpu}{flag}",
                 flush=True,
             )
+
+
+def balanced_orders(n: int) -> list[list[int]]:
+    """Orders of ``n`` tools in which each tool runs in each place, and right after each other
+    tool, equally often: a Williams design (n orders for an even n, 2n for an odd n).
+
+    The first order is 0, 1, n-1, 2, n-2, ...; the others add 1, 2, ... modulo n; for an odd
+    n the reversed orders complete the balance.
+    """
+    first = [0]
+    low, high = 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    orders = [[(i + k) % n for i in first] for k in range(n)]
+    return orders + [order[::-1] for order in orders] if n % 2 else orders
 
 
 def median(tool: Tool) -> float | None:
