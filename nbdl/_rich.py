@@ -126,6 +126,9 @@ class _Display(Progress):
     """The progress table, then a line for active files beyond the row limit."""
 
     hidden = 0
+    #: Set when the batch ends: ``stop()`` draws one last frame only to erase it (the display
+    #: is transient), and an empty one costs nothing to lay out.
+    closing = False
 
     def refresh(self) -> None:
         """Ignored: Rich redraws on every ``add_task``; the tracker redraws on its timer."""
@@ -149,6 +152,8 @@ class _Display(Progress):
         return table
 
     def get_renderables(self) -> Iterable[RenderableType]:
+        if self.closing:
+            return
         yield self.make_tasks_table(self.tasks)
         if self.hidden:
             rows = len(self.tasks) > 1  # the overall row is always there
@@ -267,9 +272,10 @@ class RichTracker(DownloadTracker):
         self._ended_at = self._clock()
         # close() runs in the manager's finally: a dead terminal must not replace the results.
         with contextlib.suppress(*_BROKEN_OUTPUT):
-            # Failures not printed yet are printed; the last frame is drawn by stop() alone.
+            # Failures not printed yet are printed; stop() then erases the live rows.
             self._update_rows()
         with contextlib.suppress(*_BROKEN_OUTPUT):
+            self._progress.closing = True
             self._progress.stop()
             self.console.print(self.summary())
 
