@@ -302,9 +302,11 @@ class _Run:
         rate = await self._rate(window)
         total = self.record.total or 0
         while self.pending:
-            if rate >= AUTO_FAST_BYTES:
-                # Fast for now; look again: a server's first burst (nginx sends a second's
-                # worth of its rate limit at once) can make a capped connection look fast.
+            if lanes == 1 and rate >= AUTO_FAST_BYTES:
+                # One fast connection: look again, for a server's first burst (nginx sends a
+                # second's worth of its rate limit at once) can make a capped one look fast.
+                # Once more connections have paid off, only AUTO_GAIN decides: four capped
+                # connections answering pieces in bursts can add up to more than this.
                 rate = await self._rate(window)
                 continue
             if (total - self.done) < rate * 2 * window:

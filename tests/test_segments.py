@@ -97,6 +97,21 @@ async def test_automatic_ramp_up_reaches_the_per_host_cap_behind_a_connection_ca
     assert starts[7] - starts[0] < 1.5  # all eight within a few probe windows, not seconds
 
 
+async def test_ramp_up_goes_on_when_several_capped_connections_add_up_to_fast(
+    server: LocalServer, dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four capped connections together above AUTO_FAST_BYTES still grow to the cap."""
+    monkeypatch.setattr(_segments, "AUTO_PROBE_SECONDS", 0.1)
+    # Above one capped connection, below four: it once stopped the ramp-up at four.
+    monkeypatch.setattr(_segments, "AUTO_FAST_BYTES", 10 * MIB)
+    size = 32 * MIB
+    url = server.url("/data/sum.bin", size=size, rate=4 * MIB)
+    info = await _one(url, dest, max_per_host=8)
+    assert info.status is nbdl.DownloadStatus.COMPLETED
+    assert (dest / "sum.bin").read_bytes() == content_for("sum.bin", size)
+    assert server.max_in_flight in (8, 9)  # 9: the closed first answer, see above
+
+
 async def test_automatic_ramp_up_stops_when_the_link_is_the_limit(
     server: LocalServer, dest: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
