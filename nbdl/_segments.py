@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from . import _files, _state
+from ._body import Body
 from ._errors import FileSystemError, IncompleteBodyError, file_errors
 from ._headers import parse_content_range
 from ._models import DownloadStatus, PatchDownloadInfo
@@ -345,14 +346,16 @@ class _Run:
         try:
             if seg is not None and resp is not None:
                 try:
+                    body = Body(resp)
                     with self._reading(seg):
-                        await self._read(seg, resp, lane)
+                        await self._read(seg, body, lane)
                     # The first answer carries the whole file: it goes on into the next piece
-                    # while no other connection has taken it, so a fast link needs one request.
+                    # while no other connection has taken it, so a fast link needs one request
+                    # (what a read brought beyond a piece's end begins the next one).
                     while self.pending and self.pending[0].position == seg.end:
                         seg = self.pending.popleft()
                         with self._reading(seg):
-                            await self._read(seg, resp, lane)
+                            await self._read(seg, body, lane)
                 finally:
                     resp.close()  # the rest of the first answer belongs to other pieces
             while (next_seg := self._next_piece()) is not None:
@@ -409,7 +412,7 @@ class _Run:
                     max_redirects=worker.max_redirects,
                 ) as answer:
                     self._check(answer, start, end)
-                    await self._read(seg, answer, lane)
+                    await self._read(seg, Body(answer), lane)
                     if seg.end != end:
                         answer.close()  # the rest of the answer went to another connection
         finally:
@@ -446,11 +449,11 @@ class _Run:
         finally:
             self.reading = [taken for taken in self.reading if taken is not seg]
 
-    async def _read(self, seg: Segment, resp: aiohttp.ClientResponse, lane: _Lane) -> None:
-        """Write ``resp``'s bytes for ``seg`` until the piece's end (which may move nearer)."""
+    async def _read(self, seg: Segment, body: Body, lane: _Lane) -> None:
+        """Write ``body``'s bytes for ``seg`` until the piece's end (which may move nearer)."""
         # Writes stay on the event loop: a writer thread (tried 2026-12-03) cost more CPU in
         # hand-overs than it saved, 1 GiB from loopback took 1.1-2.4 s with it, 0.87-1.4 s without.
-        read = resp.content.read
+        read = body.read
         size = self.worker.chunk_size
         fd, pwrite, report, hasher = self.fd, os.pwrite, self.report, self.hasher
         position = seg.position

@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from . import _files, _locks, _segments, _state
+from ._body import Body
 from ._errors import (
     ChecksumMismatchError,
     DownloadError,
@@ -883,7 +884,7 @@ class DownloadWorker:
                         os.lseek(fd, offset, os.SEEK_SET)
                     except OSError as exc:
                         raise file_error(part, exc) from exc
-                read = resp.content.read
+                read = Body(resp).read
                 size = self.chunk_size
                 while chunk := await read(size):
                     if total is not None and done + len(chunk) > total:
@@ -1042,7 +1043,7 @@ def _link(fd: int, final: Path, part: str) -> None:
         os.replace(part, final)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     written = os.write(fd, data)
     if written != len(data):  # rare (a signal, a nearly full disk): write the rest
         view = memoryview(data)
