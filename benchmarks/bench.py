@@ -160,6 +160,9 @@ class Run:
     #: for every tool (see benchmarks/README.md): it shows when a wall time is the kernel's.
     user_s: float | None = None
     sys_s: float | None = None
+    #: Minor page faults of the process: a client whose buffers glibc trims and faults in again
+    #: pays for it in system time (see nbdl/_body.py).
+    minor_faults: int | None = None
 
 
 @dataclass
@@ -202,7 +205,7 @@ def timed(
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         started = time.perf_counter()
         proc = subprocess.run(
-            [TIME, "-f", "%M %U %S", "-o", rss.name, *cmd],
+            [TIME, "-f", "%M %U %S %R", "-o", rss.name, *cmd],
             cwd=dest,
             capture_output=True,
             text=True,
@@ -213,9 +216,10 @@ def timed(
         text = Path(rss.name).read_text().strip().splitlines()
     # The last line: a failing command's "Command exited with non-zero status" comes before it.
     fields = text[-1].split() if text else []
-    rss_mb = user_s = sys_s = None
+    rss_mb = user_s = sys_s = faults = None
     with contextlib.suppress(ValueError, IndexError):
         rss_mb, user_s, sys_s = int(fields[0]) / 1024, float(fields[1]), float(fields[2])
+        faults = int(fields[3])
     inner = inner_user = None
     with contextlib.suppress(ValueError, IndexError, KeyError):
         line = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -231,7 +235,7 @@ def timed(
     else:
         shutil.rmtree(dest, ignore_errors=True)
     os.sync()
-    return Run(seconds, rss_mb, problem is None, note, inner, inner_user, user_s, sys_s)
+    return Run(seconds, rss_mb, problem is None, note, inner, inner_user, user_s, sys_s, faults)
 
 
 def check_one(name: str, size: int) -> Callable[[Path], str | None]:
@@ -560,7 +564,11 @@ def run_workload(
                 tool.runs.append(run)
             flag = "" if run.ok else f"  FAILED {run.note}"
             rss = f"{run.rss_mb:.0f} MB" if run.rss_mb is not None else "?"
-            cpu = f"user {run.user_s:.2f} sys {run.sys_s:.2f}" if run.sys_s is not None else ""
+            cpu = (
+                f"user {run.user_s:.2f} sys {run.sys_s:.2f} faults {run.minor_faults}"
+                if run.sys_s is not None
+                else ""
+            )
             print(
                 f"    {label}: {tool.name:<30} {run.seconds:7.2f} s  {rss:>7}  {cpu}{flag}",
                 flush=True,
