@@ -188,6 +188,10 @@ class Workload:
     #: The server every command of the workload must fetch from (``check_commands``).
     base: str
     skipped: str | None = None
+    #: ``trackers``: the URL list the replay of the trackers' own work fetches (see
+    #: ``replay_trackers``), and what it printed.
+    replay_list: str | None = None
+    replay: dict[str, float] | None = None
 
 
 def timed(
@@ -575,6 +579,33 @@ def run_workload(
             )
 
 
+def replay_trackers(url_list: str, scratch: Path) -> dict[str, float] | None:
+    """The trackers' own work, replayed from one batch's reports (``replay_trackers.py``).
+
+    The ``trackers`` rows time whole batches, whose runs vary by more than a tracker costs; a
+    replay times the tracker alone.  None if the driver failed (it says why on stderr).
+    """
+    proc = subprocess.run(
+        [
+            PY,
+            str(HERE / "replay_trackers.py"),
+            "--list",
+            url_list,
+            "--dest",
+            str(scratch / "replay"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    with contextlib.suppress(ValueError, IndexError):
+        found: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"    replay of the trackers' own work: {found}", flush=True)
+        return found
+    print(f"    replay of the trackers failed: {proc.stderr.strip()[-300:]}", flush=True)
+    return None
+
+
 def balanced_orders(n: int) -> list[list[int]]:
     """Orders of ``n`` tools in which each tool runs in each place, and right after each other
     tool, equally often: a Williams design (n orders for an even n, 2n for an odd n).
@@ -820,6 +851,7 @@ def plan_workloads(
             "files/s",
             tools,
             servers.plain,
+            replay_list=small_list,
         )
         if tmpfs is None:
             workload.skipped = f"not available: cannot write to {TMPFS} (set BENCH_TMPFS)"
@@ -987,6 +1019,8 @@ def main() -> int:
                     scratch / "kept" if workload.key in MANY_FILES else None,
                     warmup=workload.key in WARM_UP,
                 )
+                if workload.replay_list is not None:
+                    workload.replay = replay_trackers(workload.replay_list, scratch)
                 done.append(workload)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -1231,10 +1265,21 @@ def summarize(workloads: list[Workload]) -> dict[str, object]:
             key = "trackers"
         return key is None or key in by_key
 
+    # The replay: each tracker's own work beyond the records the manager keeps anyway, as a
+    # share of the NullTracker batch's in-process median.
+    tracker_replay = {}
+    trackers = by_key.get("trackers")
+    base_inner = inner.get(("trackers", "nbdl tracker=none"))
+    if trackers is not None and trackers.replay and base_inner:
+        plain = trackers.replay["plain_ms"]
+        for tracker in ("rich", "notebook"):
+            own = trackers.replay[f"{tracker}_ms"] - plain
+            tracker_replay[tracker] = {"ms": own, "percent": own / 1000 / base_inner * 100}
     return {
         "rows": rows,
         "targets": [t for t in targets if ran(t)],
         "tracker_cpu": tracker_cpu,
+        "tracker_replay": tracker_replay,
         "small_in_process": in_process,
     }
 
@@ -1305,6 +1350,16 @@ def print_table(report: dict[str, object]) -> None:
         parts = ", ".join(f"{name} {value:+.1f} %" for name, value in notes.items())
         print(
             f"\n  (not a target) tracker cost in user CPU time of fetch(), paired medians: {parts}"
+        )
+    replayed: dict[str, dict[str, float]] = report.get("tracker_replay") or {}  # type: ignore[assignment]
+    if replayed:
+        parts = ", ".join(
+            f"{name} {value['ms']:.1f} ms = {value['percent']:.1f} %"
+            for name, value in replayed.items()
+        )
+        print(
+            "\n  (not a target) the trackers' own work, replayed from one batch's reports "
+            f"(medians of 15; % of the NullTracker batch's in-process median): {parts}"
         )
 
 
