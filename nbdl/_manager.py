@@ -59,11 +59,7 @@ class DownloadManager:
         scheduler: _schedulers.Scheduler | str | None = None,
     ) -> None:
         check_int("max_workers", max_workers, 1)
-        if max_per_host is None:
-            # A batch asking for 16 files at a time from one host gets 16 connections: with a
-            # cap below max_workers, workers would queue for a connection while others wait on
-            # a slow server's first byte (2000 files at 20 ms each took 2x as long).
-            max_per_host = max(DEFAULT_MAX_PER_HOST, max_workers)
+        max_per_host = per_host_cap(max_per_host, max_workers)
         check_int("max_per_host", max_per_host, 1)
         #: Connections open to one host at a time, segments of a large file included.
         self.max_per_host = max_per_host
@@ -129,22 +125,7 @@ class DownloadManager:
             self._client = None
 
     def _make_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=max(self.max_workers, self.max_per_host, 10),
-            limit_per_host=self.max_per_host,
-            ttl_dns_cache=300,
-            enable_cleanup_closed=True,
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            # Bytes as stored: a decoded body has no length to check or resume against.
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-            # The worker applies per-request timeouts; the session must not add a total one.
-            timeout=aiohttp.ClientTimeout(total=None),
-            # Room for a few reads, so the socket keeps flowing while a chunk is written.
-            read_bufsize=4 * self.worker.chunk_size,
-            trust_env=_env_matters(),
-        )
+        return make_session(self.max_workers, self.max_per_host, self.worker.chunk_size)
 
     def add_to_queue(self, item: str | FileConfig) -> DownloadInfo:
         """Queue one URL or ``FileConfig``; returns its initial record (status QUEUED).
@@ -315,6 +296,36 @@ class DownloadManager:
             done = await self.worker.download(session, item, self._reporter(item.url), claim)
             if done is False:  # another process has the file: come back to it later
                 self._deferred.append(item)
+
+
+def per_host_cap(max_per_host: int | None, max_workers: int) -> int:
+    """The connections per host a batch gets: ``max_per_host``, or by default 8 or more.
+
+    A batch asking for 16 files at a time from one host gets 16 connections: with a cap below
+    ``max_workers``, workers would queue for a connection while others wait on a slow server's
+    first byte (2000 files at 20 ms each took 2x as long).
+    """
+    return max(DEFAULT_MAX_PER_HOST, max_workers) if max_per_host is None else max_per_host
+
+
+def make_session(max_workers: int, max_per_host: int, chunk_size: int) -> aiohttp.ClientSession:
+    """The engine's HTTP session: its headers, timeouts, buffers and connection limits."""
+    connector = aiohttp.TCPConnector(
+        limit=max(max_workers, max_per_host, 10),
+        limit_per_host=max_per_host,
+        ttl_dns_cache=300,
+        enable_cleanup_closed=True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        # Bytes as stored: a decoded body has no length to check or resume against.
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        # The worker applies per-request timeouts; the session must not add a total one.
+        timeout=aiohttp.ClientTimeout(total=None),
+        # Room for a few reads, so the socket keeps flowing while a chunk is written.
+        read_bufsize=4 * chunk_size,
+        trust_env=_env_matters(),
+    )
 
 
 def _env_matters() -> bool:

@@ -22,14 +22,14 @@ import aiohttp
 
 from ._errors import InvalidConfigError
 from ._hooks import Hooks
-from ._manager import DownloadManager, queue_all
+from ._manager import DownloadManager, make_session, per_host_cap, queue_all
 from ._models import ExtractLimits, FileConfig, check_headers, check_int
 from ._processors import Processor
 from ._schedulers import Scheduler
 from ._schedulers import resolve as resolve_scheduler
 from ._storage import Storage
 from ._tracker import Tracker
-from ._worker import DownloadWorker, RetryPolicy
+from ._worker import DEFAULT_CHUNK_SIZE, DownloadWorker, RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,15 @@ class EngineSettings:
             extract=self.extract,
             extract_limits=self.extract_limits,
             processors=self.processors,
+        )
+
+    def session(self) -> aiohttp.ClientSession:
+        """A session as the managers these settings build would make for themselves.
+
+        For a caller that shares one among several batches (a Dask worker's shards).
+        """
+        return make_session(
+            self.max_workers, per_host_cap(self.max_per_host, self.max_workers), DEFAULT_CHUNK_SIZE
         )
 
     def manager(

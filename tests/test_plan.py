@@ -362,3 +362,19 @@ async def test_dask_refuses_what_the_engine_refuses_before_any_shard(
             extract=True,
         )
     assert server.requests == []
+
+
+async def test_a_shared_session_is_the_one_a_manager_would_make(tmp_path: Path) -> None:
+    """EngineSettings.session() has the limits and buffers of the session its manager makes."""
+    settings = check_settings(max_workers=5, max_per_host=3)
+    shared = settings.session()
+    async with settings.manager(tmp_path, tracker=nbdl.NullTracker()) as manager:
+        own = manager._client
+        assert own is not None
+        for session in (shared, own):
+            assert session.connector is not None
+        assert shared.connector.limit == own.connector.limit
+        assert shared.connector.limit_per_host == own.connector.limit_per_host == 3
+        assert dict(shared.headers) == dict(own.headers)
+        assert shared._read_bufsize == own._read_bufsize
+    await shared.close()

@@ -90,20 +90,19 @@ def url_of(item: Item) -> str:
 
 
 # -- one HTTP session per worker process ------------------------------------------------------
-_sessions: dict[tuple[int, int, int], aiohttp.ClientSession] = {}
+_sessions: dict[tuple[int, int, int | None], aiohttp.ClientSession] = {}
 
 
-def _shared_session(manager: DownloadManager) -> aiohttp.ClientSession:
+def _shared_session(settings: EngineSettings) -> aiohttp.ClientSession:
     """The worker's session for these limits, made on first use on the worker's event loop.
 
     Shards that follow reuse its pooled connections and DNS cache; ``close_sessions`` (the
     worker plugin's teardown) closes it.
     """
-    key = (id(asyncio.get_running_loop()), manager.max_workers, manager.max_per_host)
+    key = (id(asyncio.get_running_loop()), settings.max_workers, settings.max_per_host)
     session = _sessions.get(key)
     if session is None or session.closed:
-        # The engine's own session settings (headers, timeouts, buffers, connection limits).
-        session = _sessions[key] = manager._make_session()
+        session = _sessions[key] = settings.session()
     return session
 
 
@@ -224,9 +223,7 @@ async def run_shard(spec: ShardSpec, payload: bytes) -> ShardOutcome:
                   "bytes": done.bytes, "files": []})  # fmt: skip
             return recorded
     progress = _Progress(spec.detail)
-    # The first manager only describes the session its settings want; the worker's shared one
-    # with those settings is handed to the manager that runs.
-    session = _shared_session(spec.settings.manager(spec.dest, tracker=progress))
+    session = _shared_session(spec.settings)
     manager = plan(spec.settings, items, spec.dest, tracker=progress, session=session)
     publisher = asyncio.create_task(_publish(progress, spec, send))
     running = asyncio.create_task(_run(manager))
