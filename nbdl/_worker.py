@@ -861,7 +861,7 @@ class DownloadWorker:
         done = offset
         # IN_PROGRESS goes with the first chunk that does not end the body: a small file (one
         # read) goes from PENDING to COMPLETED in one report, which then carries these fields.
-        # Every report is applied by the manager and again by the tracker; this one was a third
+        # Every report is applied to the records and handed to the tracker; this one was a third
         # of a small batch's.  A resume announces at once: hashing its prefix can take a while.
         announced = bool(offset)
         if announced:
