@@ -27,7 +27,7 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
-from ._models import DownloadInfo, DownloadStatus, PatchDownloadInfo, format_bytes
+from ._models import DownloadInfo, DownloadStatus, format_bytes
 from ._tracker import DownloadTracker
 
 __all__ = ["NotebookTracker", "TextNotebookTracker", "make_notebook_tracker", "widgets_available"]
@@ -161,9 +161,9 @@ class CellTracker(DownloadTracker):
         if not refresh_interval > 0:
             raise ValueError(f"refresh_interval must be > 0 seconds, got {refresh_interval!r}")
         self.refresh_interval = refresh_interval
-        #: URLs changed since the last refresh: what the next refresh redraws.
-        # A dict, not a set: the first refresh then meets rows in registration order.
-        self._dirty: dict[str, None] = {}
+        # The store marks the URLs changed since the last refresh (``_changed``): what the next
+        # refresh redraws.  A dict, not a set: the first refresh meets rows in registration order.
+        self._changed = {}
         self._shown = False
         self._closed = False
         self._timer: asyncio.Task[None] | None = None
@@ -171,17 +171,6 @@ class CellTracker(DownloadTracker):
         self._cancel_requested = False
         #: False hides the Cancel button: a blocked kernel thread could not handle its click.
         self.cancellable = True
-
-    # -- the Tracker protocol: record only ---------------------------------------------------
-    def register_download(self, info: DownloadInfo) -> None:
-        """Record a new download; it is drawn on the next refresh."""
-        super().register_download(info)
-        self._dirty[info.url] = None
-
-    def patch_download(self, url: str, patch: PatchDownloadInfo) -> None:
-        """Record the change (O(1)); the refresh timer redraws it."""
-        super().patch_download(url, patch)
-        self._dirty[url] = None
 
     def start(self) -> None:
         """Show the display (unless already shown) and start the refresh timer.
@@ -260,9 +249,9 @@ class CellTracker(DownloadTracker):
     def _show_object(self) -> None:
         raise NotImplementedError
 
-    def _take_dirty(self) -> list[DownloadInfo]:
-        dirty, self._dirty = self._dirty, {}
-        return [self.get(url) for url in dirty]
+    def _changed_infos(self) -> list[DownloadInfo]:
+        downloads = self._downloads
+        return [downloads[url] for url in self._take_changed()]
 
 
 CellTracker.budget = MessageBudget()
@@ -402,6 +391,7 @@ class NotebookTracker(CellTracker):
         #: (unless ``bar_delay`` is 0, no other finished file gets one).
         self._finished_bars: dict[str, None] = {}
         self._all_bars = False  # decided when shown: small batches get a bar per file
+        self._laid_out_at = -1  # the store's version when the bars were last laid out
         self._label_width = "10em"
         self.overall = self._bar_class(total=0, desc="total", **_BAR_OPTIONS)
         self.header = widgets.HTML(value=f"<b>{html.escape(title)}</b>")
@@ -448,6 +438,11 @@ class NotebookTracker(CellTracker):
         ``nbdl.start`` shows the display from the calling cell with the batch already
         registered, so that the widgets are created there rather than in the background task.
         """
+        # start() lays out and then shows, and showing lays out: the second call would only scan
+        # every file's name again.
+        if self.version == self._laid_out_at:
+            return
+        self._laid_out_at = self.version
         self._all_bars = len(self._downloads) <= self.max_bars
         # One label width for every bar (the longest name, within limits) lines the bars up.
         longest = max((len(info.filename) for info in self.downloads()), default=8)
@@ -480,7 +475,7 @@ class NotebookTracker(CellTracker):
         widget is held for the whole redraw, so each sends at most one message
         however many of its properties changed.
         """
-        if not self._dirty and not self._closed_pending() and not self._bar_due():
+        if not self._changed and not self._closed_pending() and not self._bar_due():
             return 0
         held = self._live_widgets()
         with _held(*held):
@@ -499,7 +494,7 @@ class NotebookTracker(CellTracker):
         return widgets
 
     def _redraw(self) -> None:
-        changed = self._take_dirty()
+        changed = self._changed_infos()
         now = self._clock()
         since = self._active_since
         previous: dict[str, DownloadInfo | None] = {}
@@ -844,7 +839,7 @@ class TextNotebookTracker(CellTracker):
 
     def refresh(self) -> int:
         """Update the text if anything changed; returns 1 when a message was sent."""
-        for info in self._take_dirty():
+        for info in self._changed_infos():
             self._totals.update(info)
         text = self.render()
         if text == self.text:

@@ -199,10 +199,10 @@ class RichTracker(DownloadTracker):
         self._interval = 1.0 / refresh_per_second
         self._max_rows = max_rows
         self._totals = _Totals()
-        # URLs changed since the last refresh (a dict keeps their order), and each URL's record
-        # as last added to the totals: patches only mark, the refresh does the sums once per
-        # changed file rather than once per chunk.
-        self._changed: dict[str, None] = {}
+        # The store marks the URLs that change (``_changed``), and this keeps each URL's record
+        # as last added to the totals: the refresh does the sums once per changed file rather
+        # than once per chunk.
+        self._changed = {}
         self._accounted: dict[str, DownloadInfo] = {}
         self._rows: dict[str, TaskID] = {}
         # Active files without a row, and when the display first saw them active.
@@ -238,17 +238,7 @@ class RichTracker(DownloadTracker):
             "overall", total=None, label="Total", style="bold", speed=None, eta=None
         )
 
-    # -- the Tracker protocol: record only ---------------------------------------------------
-    def register_download(self, info: DownloadInfo) -> None:
-        """Record a new download."""
-        super().register_download(info)
-        self._changed[info.url] = None
-
-    def patch_download(self, url: str, patch: PatchDownloadInfo) -> None:
-        """Record an update: O(1), no drawing."""
-        super().patch_download(url, patch)
-        self._changed[url] = None
-
+    # -- the Tracker protocol: the store records, this draws ---------------------------------
     def start(self) -> None:
         """Show the live display and start the refresh timer."""
         self._started_at = self._clock()
@@ -296,7 +286,7 @@ class RichTracker(DownloadTracker):
 
     def _update_rows(self) -> None:
         now = self._clock()
-        changed, self._changed = self._changed, {}
+        changed = self._take_changed()
         totals, accounted, downloads = self._totals, self._accounted, self._downloads
         for url in changed:
             new = downloads[url]

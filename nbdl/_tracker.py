@@ -43,16 +43,33 @@ class DownloadTracker:
         self._downloads: dict[str, DownloadInfo] = {}
         #: Bumped on every change, so a display can skip refreshes when nothing moved.
         self.version = 0
+        #: URLs registered or patched since a display last took them (``_take_changed``), in
+        #: the order they first changed; None keeps no such list.  A display sets it to ``{}``:
+        #: marked here rather than in an override, a report (one per chunk) costs one Python
+        #: call less, which was a fifth of what a display added to a batch of small files.
+        self._changed: dict[str, None] | None = None
 
     def register_download(self, info: DownloadInfo) -> None:
         """Record a new download (or replace the record of the same URL)."""
         self._downloads[info.url] = info
         self.version += 1
+        if self._changed is not None:
+            self._changed[info.url] = None
 
     def patch_download(self, url: str, patch: PatchDownloadInfo) -> None:
         """Apply ``patch`` to the download of ``url``; unknown URLs are a KeyError."""
         self._downloads[url] = self._downloads[url].apply(patch)
         self.version += 1
+        if self._changed is not None:
+            self._changed[url] = None
+
+    def _take_changed(self) -> dict[str, None]:
+        """The URLs changed since the last call (see ``_changed``), and a fresh list."""
+        changed = self._changed
+        if changed is None:
+            return {}
+        self._changed = {}
+        return changed
 
     def get(self, url: str) -> DownloadInfo:
         """The latest record of ``url``."""

@@ -51,6 +51,22 @@ def register(tracker: nbdl.DownloadTracker, count: int) -> list[str]:
     return urls
 
 
+def test_the_store_marks_changes_only_for_displays_that_ask() -> None:
+    """A display's store lists changed URLs once each, in order; a plain store keeps no list."""
+    plain = nbdl.DownloadTracker()
+    register(plain, 3)
+    assert plain._changed is None
+    assert plain._take_changed() == {}
+    display = RichTracker(console=terminal()[0])
+    urls = register(display, 3)
+    display.patch_download(urls[2], PatchDownloadInfo(bytes_downloaded=5))
+    display.patch_download(urls[0], PatchDownloadInfo(bytes_downloaded=7))
+    assert list(display._take_changed()) == urls
+    display.patch_download(urls[1], PatchDownloadInfo(bytes_downloaded=1))
+    assert list(display._take_changed()) == [urls[1]]
+    assert display._take_changed() == {}
+
+
 def test_rows_show_active_files_with_bytes_speed_and_eta() -> None:
     """An active file gets a row with its name, bytes, speed and time left."""
     console, _ = terminal()

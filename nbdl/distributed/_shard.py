@@ -127,13 +127,14 @@ class _Progress(DownloadTracker):
     def __init__(self, detail: bool) -> None:
         super().__init__()
         self._detail = detail
-        self._changed: dict[str, None] = {}
+        # Its own list, not the store's ``_changed``: registrations are not news to send.
+        self._unsent: dict[str, None] = {}
         self._sent_version = -1
 
     def patch_download(self, url: str, patch: PatchDownloadInfo) -> None:
         super().patch_download(url, patch)
         if self._detail:
-            self._changed[url] = None
+            self._unsent[url] = None
 
     def message(self, index: int) -> dict[str, Any] | None:
         """What changed since the last call, as a msgpack-able dict; None if nothing did."""
@@ -145,9 +146,9 @@ class _Progress(DownloadTracker):
         for info in self._downloads.values():
             counts[info.status] += 1
             done_bytes += info.bytes_downloaded
-        changed = list(itertools.islice(self._changed, MAX_CHANGES))
+        changed = list(itertools.islice(self._unsent, MAX_CHANGES))
         for url in changed:
-            del self._changed[url]
+            del self._unsent[url]
         active = counts[DownloadStatus.IN_PROGRESS] + counts[DownloadStatus.PROCESSING]
         return {
             "shard": index,
