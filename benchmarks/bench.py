@@ -33,9 +33,13 @@ BIG_SIZE = 1024 * MIB
 THROTTLED_SIZE = 128 * MIB
 SMALL_SIZE = 10 * 1024
 SMALL_COUNT = 2000
-#: The tracker cost is a few percent of a batch whose single runs vary by 10 % or more: it
-#: needs more pairs than the other workloads to settle.
-TRACKER_ROUNDS = 24
+#: Fresh-process runs of the tracker batches (their wall time, RSS and CPU in the table).  The
+#: tracker cost itself comes from PAIR_ROUNDS warm pairs in one process (``tracker_pairs.py``):
+#: single runs vary by 10-20 %, and 24 fresh-process pairs put the same engine's Rich tracker at
+#: -1.6 % in one suite and +10.8 % in the next.
+TRACKER_ROUNDS = 10
+#: Rounds of ``tracker_pairs.py``: three 60-round runs of one engine gave medians within 1.5 %.
+PAIR_ROUNDS = 60
 #: The 1 GiB rows are mostly page-cache writes, and on this VM those cost 0.2 s or 3 s of system
 #: time per GiB depending on whether the host took the freed memory back since the last run
 #: (free page reporting; see benchmarks/README.md): a median needs more rounds to stand.  Ten
@@ -192,6 +196,8 @@ class Workload:
     #: ``replay_trackers``), and what it printed.
     replay_list: str | None = None
     replay: dict[str, float] | None = None
+    #: ``trackers``: what ``tracker_pairs.py`` printed (every warm batch's seconds, by tracker).
+    pairs: dict[str, object] | None = None
 
 
 def timed(
@@ -606,6 +612,36 @@ def replay_trackers(url_list: str, scratch: Path) -> dict[str, float] | None:
     return None
 
 
+def tracker_pairs(url_list: str, scratch: Path, rounds: int) -> dict[str, object] | None:
+    """Warm batches with each tracker in one process, side by side (``tracker_pairs.py``).
+
+    None if the driver failed (it says why on stderr).
+    """
+    proc = subprocess.run(
+        [
+            PY,
+            str(HERE / "tracker_pairs.py"),
+            "--list",
+            url_list,
+            "--dest",
+            str(scratch / "pairs"),
+            "--rounds",
+            str(rounds),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    with contextlib.suppress(ValueError, IndexError):
+        found: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+        seconds: dict[str, list[float]] = found["seconds"]  # type: ignore[assignment]
+        medians = {name: f"{statistics.median(v):.3f} s" for name, v in seconds.items()}
+        print(f"    {rounds} warm rounds in one process, medians: {medians}", flush=True)
+        return found
+    print(f"    tracker pairs failed: {proc.stderr.strip()[-300:]}", flush=True)
+    return None
+
+
 def balanced_orders(n: int) -> list[list[int]]:
     """Orders of ``n`` tools in which each tool runs in each place, and right after each other
     tool, equally often: a Williams design (n orders for an even n, 2n for an odd n).
@@ -937,7 +973,13 @@ def main() -> int:
         "--tracker-rounds",
         type=int,
         default=TRACKER_ROUNDS,
-        help="rounds of the tracker workload (at least --rounds)",
+        help="fresh-process rounds of the tracker workload (at least --rounds)",
+    )
+    parser.add_argument(
+        "--pair-rounds",
+        type=int,
+        default=PAIR_ROUNDS,
+        help="warm rounds in one process behind the tracker cost (tracker_pairs.py)",
     )
     parser.add_argument("--only", default=",".join(WORKLOADS), help="comma list of workloads")
     parser.add_argument("--tools", default=None, help="comma list of tool names to keep")
@@ -1021,6 +1063,7 @@ def main() -> int:
                 )
                 if workload.replay_list is not None:
                     workload.replay = replay_trackers(workload.replay_list, scratch)
+                    workload.pairs = tracker_pairs(workload.replay_list, scratch, args.pair_rounds)
                 done.append(workload)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -1222,30 +1265,41 @@ def summarize(workloads: list[Workload]) -> dict[str, object]:
             "<",
         )
     )
-    # Tracker cost: the fetch() time measured inside the driver (what the tracker adds while the
-    # batch runs; the one-off import of Rich or ipywidgets, ~0.1 s, is in the wall-time rows),
-    # as the median over rounds of each round's ratio to the NullTracker run of the same round:
-    # the pairs cancel the drift of the machine between rounds.
-    tracker_tools = {t.name: t for t in by_key["trackers"].tools} if "trackers" in by_key else {}
-    base = tracker_tools.get("nbdl tracker=none")
+    # Tracker cost: warm batches in one process, each tracker beside the NullTracker batch of the
+    # same round (tracker_pairs.py): the median over rounds of the ratio, minus one.  The same
+    # pairs from the fresh-process rows (wall and user CPU of fetch(), the driver's in-process
+    # clock) are printed beside it, not a target: they vary by more than a tracker costs.
+    trackers = by_key.get("trackers")
+    pairs = trackers.pairs if trackers is not None else None
     for tracker in ("rich", "notebook"):
-        cost = paired_cost(tracker_tools.get(f"nbdl tracker={tracker}"), base, "inner_seconds")
+        cost = None
+        if pairs is not None:
+            seconds: dict[str, list[float]] = pairs["seconds"]  # type: ignore[assignment]
+            cost = paired_median(seconds[tracker], seconds["none"])
         targets.append(
             target(
                 f"tracker cost, {tracker}",
                 cost,
                 5.0,
-                "% more fetch() time than NullTracker < 5",
+                "% more fetch() time than NullTracker, warm pairs < 5",
                 "<",
             )
         )
-    # The same pairs in user CPU time: the tracker's own work without the file system's kernel
-    # time, which is most of the noise of a many-small-files run.
-    tracker_cpu = {}
+    tracker_tools = {t.name: t for t in trackers.tools} if trackers is not None else {}
+    base = tracker_tools.get("nbdl tracker=none")
+    tracker_fresh: dict[str, dict[str, float | None]] = {}
     for tracker in ("rich", "notebook"):
-        value = paired_cost(tracker_tools.get(f"nbdl tracker={tracker}"), base, "inner_user")
-        if value is not None:
-            tracker_cpu[tracker] = value
+        with_tracker = tracker_tools.get(f"nbdl tracker={tracker}")
+        wall = paired_cost(with_tracker, base, "inner_seconds")
+        user = paired_cost(with_tracker, base, "inner_user")
+        if wall is not None and user is not None:
+            tracker_fresh[tracker] = {"wall": wall, "user": user}
+    if pairs is not None:
+        cpu: dict[str, list[float]] = pairs["user"]  # type: ignore[assignment]
+        for tracker in ("rich", "notebook"):
+            tracker_fresh.setdefault(tracker, {})["warm_user"] = paired_median(
+                cpu[tracker], cpu["none"]
+            )
     # nbdl's small-files batch on ext4 without the ~0.25 s of Python start-up and imports: what
     # a notebook, where nbdl is imported already, sees (aria2c starts in milliseconds).
     in_process = None
@@ -1268,7 +1322,6 @@ def summarize(workloads: list[Workload]) -> dict[str, object]:
     # The replay: each tracker's own work beyond the records the manager keeps anyway, as a
     # share of the NullTracker batch's in-process median.
     tracker_replay = {}
-    trackers = by_key.get("trackers")
     base_inner = inner.get(("trackers", "nbdl tracker=none"))
     if trackers is not None and trackers.replay and base_inner:
         plain = trackers.replay["plain_ms"]
@@ -1278,10 +1331,18 @@ def summarize(workloads: list[Workload]) -> dict[str, object]:
     return {
         "rows": rows,
         "targets": [t for t in targets if ran(t)],
-        "tracker_cpu": tracker_cpu,
+        "tracker_fresh": tracker_fresh,
         "tracker_replay": tracker_replay,
         "small_in_process": in_process,
     }
+
+
+def paired_median(values: list[float], bases: list[float]) -> float | None:
+    """Median over rounds of each value's extra over the base of its round, in %."""
+    if not values or len(values) != len(bases) or not all(bases):
+        return None
+    pairs = zip(values, bases, strict=True)
+    return statistics.median((value / ref - 1) * 100 for value, ref in pairs)
 
 
 def paired_cost(tool: Tool | None, base: Tool | None, measure: str) -> float | None:
@@ -1293,13 +1354,10 @@ def paired_cost(tool: Tool | None, base: Tool | None, measure: str) -> float | N
         return None
     if not tool.runs or len(tool.runs) != len(base.runs):
         return None
-    costs = []
-    for run, ref in zip(tool.runs, base.runs, strict=True):
-        value, ref_value = getattr(run, measure), getattr(ref, measure)
-        if not (run.ok and ref.ok and value and ref_value):
-            return None
-        costs.append((value / ref_value - 1) * 100)
-    return statistics.median(costs)
+    if not all(run.ok and getattr(run, measure) for run in (*tool.runs, *base.runs)):
+        return None
+    values = [getattr(run, measure) for run in tool.runs]
+    return paired_median(values, [getattr(run, measure) for run in base.runs])
 
 
 def print_table(report: dict[str, object]) -> None:
@@ -1345,12 +1403,22 @@ def print_table(report: dict[str, object]) -> None:
             f"notebook): {small['files_per_s']:,.0f} files/s = {small['vs_aria2c']:.2f}x "
             "aria2c -j16"
         )
-    notes: dict[str, float] = report.get("tracker_cpu") or {}  # type: ignore[assignment]
-    if notes:
-        parts = ", ".join(f"{name} {value:+.1f} %" for name, value in notes.items())
-        print(
-            f"\n  (not a target) tracker cost in user CPU time of fetch(), paired medians: {parts}"
+    fresh: dict[str, dict[str, float]] = report.get("tracker_fresh") or {}  # type: ignore[assignment]
+    if fresh:
+        parts = ", ".join(
+            f"{name} "
+            + ", ".join(
+                f"{label} {value[key]:+.1f} %"
+                for key, label in (
+                    ("warm_user", "warm user CPU"),
+                    ("wall", "fresh processes"),
+                    ("user", "their user CPU"),
+                )
+                if value.get(key) is not None
+            )
+            for name, value in fresh.items()
         )
+        print(f"\n  (not a target) tracker cost, other paired medians: {parts}")
     replayed: dict[str, dict[str, float]] = report.get("tracker_replay") or {}  # type: ignore[assignment]
     if replayed:
         parts = ", ".join(
