@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -197,7 +198,10 @@ class Workload:
     replay_list: str | None = None
     replay: dict[str, float] | None = None
     #: ``trackers``: what ``tracker_pairs.py`` printed (every warm batch's seconds, by tracker).
-    pairs: dict[str, object] | None = None
+    pairs: dict[str, Any] | None = None
+    #: ``small-tmpfs``: the URL list of ``aiohttp_floor``, and its rounds' seconds.
+    floor_list: str | None = None
+    floor: list[float] | None = None
 
 
 def timed(
@@ -585,61 +589,59 @@ def run_workload(
             )
 
 
-def replay_trackers(url_list: str, scratch: Path) -> dict[str, float] | None:
+def json_driver(script: str, *args: str) -> dict[str, Any] | None:
+    """Run one of the bench's in-process drivers; the JSON of its last line, or None.
+
+    A driver that fails says why on stderr, which is printed.
+    """
+    proc = subprocess.run(
+        [PY, str(HERE / script), *args], capture_output=True, text=True, timeout=1800
+    )
+    with contextlib.suppress(ValueError, IndexError):
+        found: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        return found
+    print(f"    {script} failed: {proc.stderr.strip()[-300:]}", flush=True)
+    return None
+
+
+def replay_trackers(url_list: str, scratch: Path) -> dict[str, Any] | None:
     """The trackers' own work, replayed from one batch's reports (``replay_trackers.py``).
 
     The ``trackers`` rows time whole batches, whose runs vary by more than a tracker costs; a
-    replay times the tracker alone.  None if the driver failed (it says why on stderr).
+    replay times the tracker alone.
     """
-    proc = subprocess.run(
-        [
-            PY,
-            str(HERE / "replay_trackers.py"),
-            "--list",
-            url_list,
-            "--dest",
-            str(scratch / "replay"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    with contextlib.suppress(ValueError, IndexError):
-        found: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    found = json_driver("replay_trackers.py", "--list", url_list, "--dest", str(scratch / "replay"))
+    if found is not None:
         print(f"    replay of the trackers' own work: {found}", flush=True)
-        return found
-    print(f"    replay of the trackers failed: {proc.stderr.strip()[-300:]}", flush=True)
-    return None
+    return found
 
 
-def tracker_pairs(url_list: str, scratch: Path, rounds: int) -> dict[str, object] | None:
-    """Warm batches with each tracker in one process, side by side (``tracker_pairs.py``).
-
-    None if the driver failed (it says why on stderr).
-    """
-    proc = subprocess.run(
-        [
-            PY,
-            str(HERE / "tracker_pairs.py"),
-            "--list",
-            url_list,
-            "--dest",
-            str(scratch / "pairs"),
-            "--rounds",
-            str(rounds),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1800,
+def tracker_pairs(url_list: str, scratch: Path, rounds: int) -> dict[str, Any] | None:
+    """Warm batches with each tracker in one process, side by side (``tracker_pairs.py``)."""
+    found = json_driver(
+        "tracker_pairs.py",
+        "--list",
+        url_list,
+        "--dest",
+        str(scratch / "pairs"),
+        "--rounds",
+        str(rounds),
     )
-    with contextlib.suppress(ValueError, IndexError):
-        found: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
-        seconds: dict[str, list[float]] = found["seconds"]  # type: ignore[assignment]
+    if found is not None:
+        seconds: dict[str, list[float]] = found["seconds"]
         medians = {name: f"{statistics.median(v):.3f} s" for name, v in seconds.items()}
         print(f"    {rounds} warm rounds in one process, medians: {medians}", flush=True)
-        return found
-    print(f"    tracker pairs failed: {proc.stderr.strip()[-300:]}", flush=True)
-    return None
+    return found
+
+
+def aiohttp_floor(url_list: str, scratch: Path) -> list[float] | None:
+    """The batch with aiohttp alone, in-process (``aiohttp_floor.py``): every round's seconds."""
+    found = json_driver("aiohttp_floor.py", "--list", url_list, "--dest", str(scratch / "floor"))
+    if found is None:
+        return None
+    seconds: list[float] = found["seconds"]
+    print(f"    aiohttp alone, in-process: {' '.join(f'{x:.3f}' for x in seconds)} s", flush=True)
+    return seconds
 
 
 def balanced_orders(n: int) -> list[list[int]]:
@@ -773,6 +775,7 @@ def plan_workloads(
             "files/s",
             small_tools(small_list, {}, []),
             servers.plain,
+            floor_list=small_list,
         )
         if tmpfs is None:
             workload.skipped = f"not available: cannot write to {TMPFS} (set BENCH_TMPFS)"
@@ -1064,6 +1067,8 @@ def main() -> int:
                 if workload.replay_list is not None:
                     workload.replay = replay_trackers(workload.replay_list, scratch)
                     workload.pairs = tracker_pairs(workload.replay_list, scratch, args.pair_rounds)
+                if workload.floor_list is not None:
+                    workload.floor = aiohttp_floor(workload.floor_list, scratch)
                 done.append(workload)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -1274,7 +1279,7 @@ def summarize(workloads: list[Workload]) -> dict[str, object]:
     for tracker in ("rich", "notebook"):
         cost = None
         if pairs is not None:
-            seconds: dict[str, list[float]] = pairs["seconds"]  # type: ignore[assignment]
+            seconds: dict[str, list[float]] = pairs["seconds"]
             cost = paired_median(seconds[tracker], seconds["none"])
         targets.append(
             target(
@@ -1295,7 +1300,7 @@ def summarize(workloads: list[Workload]) -> dict[str, object]:
         if wall is not None and user is not None:
             tracker_fresh[tracker] = {"wall": wall, "user": user}
     if pairs is not None:
-        cpu: dict[str, list[float]] = pairs["user"]  # type: ignore[assignment]
+        cpu: dict[str, list[float]] = pairs["user"]
         for tracker in ("rich", "notebook"):
             tracker_fresh.setdefault(tracker, {})["warm_user"] = paired_median(
                 cpu[tracker], cpu["none"]
@@ -1309,6 +1314,19 @@ def summarize(workloads: list[Workload]) -> dict[str, object]:
         in_process = {
             "files_per_s": SMALL_COUNT / small_inner,
             "vs_aria2c": SMALL_COUNT / small_inner / aria_small,
+        }
+
+    # The small-tmpfs batch with aiohttp alone (aiohttp_floor.py): no client built on aiohttp
+    # goes below it, beside what 3x aria2c -j16 would need and what nbdl's fetch() took.
+    floor = None
+    tmpfs_workload = by_key.get("small-tmpfs")
+    aria_tmpfs = rates.get(("small-tmpfs", "aria2c -j16"))
+    if tmpfs_workload is not None and tmpfs_workload.floor and aria_tmpfs:
+        floor = {
+            "first_s": tmpfs_workload.floor[0],
+            "warm_s": statistics.median(tmpfs_workload.floor[1:] or tmpfs_workload.floor),
+            "needed_s": SMALL_COUNT / aria_tmpfs / 3,
+            "nbdl_s": tmpfs_inner,
         }
 
     def ran(entry: dict[str, object]) -> bool:
@@ -1334,6 +1352,7 @@ def summarize(workloads: list[Workload]) -> dict[str, object]:
         "tracker_fresh": tracker_fresh,
         "tracker_replay": tracker_replay,
         "small_in_process": in_process,
+        "aiohttp_floor": floor,
     }
 
 
@@ -1402,6 +1421,15 @@ def print_table(report: dict[str, object]) -> None:
             f"\n  (not a target) small (ext4), nbdl in-process (start-up excluded, as in a "
             f"notebook): {small['files_per_s']:,.0f} files/s = {small['vs_aria2c']:.2f}x "
             "aria2c -j16"
+        )
+    floor: dict[str, float | None] | None = report.get("aiohttp_floor")  # type: ignore[assignment]
+    if floor:
+        nbdl_s = floor["nbdl_s"]
+        print(
+            f"\n  (not a target) small-tmpfs with aiohttp alone (GET, read, write; 16 at a time; "
+            f"aiohttp_floor.py): {floor['first_s']:.3f} s in a fresh process, "
+            f"{floor['warm_s']:.3f} s warm; 3x aria2c -j16 needs {floor['needed_s']:.3f} s"
+            + (f"; nbdl's fetch() took {nbdl_s:.3f} s" if nbdl_s else "")
         )
     fresh: dict[str, dict[str, float]] = report.get("tracker_fresh") or {}  # type: ignore[assignment]
     if fresh:
