@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ._errors import BatchConflictError
+from ._naming import fold_name
 
 _lock = threading.Lock()
 _owners: dict[str, int] = {}
@@ -20,7 +21,9 @@ _owners: dict[str, int] = {}
 
 def _key(path: Path) -> str:
     # abspath, not resolve(): no system call per file, and the same spelling in one process.
-    return os.path.abspath(path)
+    # The name folded: two names that macOS and Windows take for one file are one file here.
+    folder, sep, name = os.path.abspath(path).rpartition(os.sep)
+    return f"{folder}{sep}{fold_name(name)}"
 
 
 def reserve(owner: object, paths: Iterable[Path]) -> None:

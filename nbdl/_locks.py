@@ -32,6 +32,7 @@ import threading
 from pathlib import Path
 
 from . import _state
+from ._naming import fold_name
 
 logger = logging.getLogger("nbdl")
 
@@ -64,8 +65,10 @@ class FolderLocks:
 
     @staticmethod
     def _offset(name: str) -> int:
-        # 56 bits: collisions are negligible, and the offset stays far below off_t's limit.
-        return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
+        # 56 bits: collisions are negligible, and the offset stays far below off_t's limit.  The
+        # name folded: names that macOS and Windows take for one file take one lock.
+        key = fold_name(name).encode()
+        return int.from_bytes(hashlib.blake2b(key, digest_size=7).digest(), "big")
 
     def try_lock(self, name: str) -> bool:
         """Lock ``name`` for this process; False if another process holds it."""

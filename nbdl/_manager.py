@@ -24,7 +24,7 @@ from ._models import (
     Results,
     check_int,
 )
-from ._naming import check_explicit_filename, fallback_name, name_from_url
+from ._naming import check_explicit_filename, fallback_name, fold_name, name_from_url
 from ._tracker import DownloadTracker, NullTracker, Tracker
 from ._urls import check_url, redact_url
 from ._version import USER_AGENT
@@ -101,6 +101,8 @@ class DownloadManager:
         #: a failed lookup per URL (a hash, a path, an open) is skipped.
         self._no_records = False
         self._claims: dict[Path, str] = {}
+        #: Each file's folded name (``fold_name``): the URL and the name as given.
+        self._names: dict[str, tuple[str, str]] = {}
         #: Items handed back because another process holds their file: taken again (and then
         #: waited for) once the queue is empty, so workers meanwhile do other files.
         self._deferred: deque[WorkItem] = deque()
@@ -163,12 +165,21 @@ class DownloadManager:
                 )
             self._order.append(url)
             return known
-        owner = self._claims.get(path)
-        if owner is not None:
+        folded = self._fold(name)
+        taken = self._names.get(folded)
+        if taken is not None:
+            owner, theirs = taken
+            if theirs == name:
+                raise InvalidConfigError(
+                    f"{redact_url(url)} and {redact_url(owner)} would both be saved as "
+                    f"{path}; give one of them a FileConfig(filename=...)"
+                )
             raise InvalidConfigError(
-                f"{redact_url(url)} and {redact_url(owner)} would both be saved as "
-                f"{path}; give one of them a FileConfig(filename=...)"
+                f"{redact_url(url)} and {redact_url(owner)} would be saved as {name!r} and "
+                f"{theirs!r}, one file on macOS and Windows (they ignore case, and how accents "
+                "are composed); give one of them a FileConfig(filename=...)"
             )
+        self._names[folded] = (url, name)
         self._claims[path] = url
         self._queued.add(url)
         self._order.append(url)
@@ -234,8 +245,15 @@ class DownloadManager:
 
     def _claim(self, url: str, path: Path) -> bool:
         owner = self._claims.setdefault(path, url)
+        named = self._names.setdefault(self._fold(path.name), (url, path.name))
         # Object keys are not local paths: other batches' folders are no concern of theirs.
-        return owner == url and (self.storage is not None or _busy.add(self, path))
+        return (
+            owner == url and named[0] == url and (self.storage is not None or _busy.add(self, path))
+        )
+
+    def _fold(self, name: str) -> str:
+        """The key that two names of one file share (object keys: the name itself)."""
+        return name if self.storage is not None else fold_name(name)
 
     def _reporter(self, url: str) -> Report:
         store, also, dispatch = self._store, self._also, self._dispatch

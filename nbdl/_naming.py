@@ -90,6 +90,21 @@ def _shorten(name: str) -> str:
     return _EDGES.sub("", data[:_MAX_NAME_BYTES].decode(errors="ignore"))
 
 
+def fold_name(name: str) -> str:
+    """``name`` as macOS and Windows compare names: case ignored, and accents however composed.
+
+    Two names of one batch that fold alike are one file there (the second download would
+    replace the first, and a re-run would take one URL's file for the other's), so a batch
+    refuses them everywhere: a download cell must mean the same on every machine it runs on.
+    Unicode case folding joins a little more than either system does (``ß`` and ``ss``): on
+    that side an error asks for a rename, on the other a file would be lost.
+    """
+    if name.isascii():
+        return name.lower()
+    # Unicode's canonical caseless match: decomposed, folded, decomposed again.
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
+
+
 def check_explicit_filename(name: object) -> str:
     """Validate a ``FileConfig.filename``: a plain name, used as given."""
     if not isinstance(name, str):

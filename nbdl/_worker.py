@@ -829,7 +829,8 @@ class DownloadWorker:
         if not claim(new_path):
             raise FileSystemError(
                 f"the server names the file {name!r}, which another download of this batch "
-                "writes; give this one a FileConfig(filename=...)",
+                "writes (or a name that differs only in case or accents: one file on macOS and "
+                "Windows); give this one a FileConfig(filename=...)",
                 url=redact_url(item.url),
             )
         if item.locks is not None and name not in item.locked:
