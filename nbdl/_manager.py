@@ -25,6 +25,7 @@ from ._models import (
     check_int,
 )
 from ._naming import check_explicit_filename, fallback_name, fold_name, name_from_url
+from ._origins import Origins
 from ._tracker import DownloadTracker, NullTracker, Tracker
 from ._urls import check_url, redact_url
 from ._version import USER_AGENT
@@ -101,6 +102,8 @@ class DownloadManager:
         #: a failed lookup per URL (a hash, a path, an open) is skipped.
         self._no_records = False
         self._claims: dict[Path, str] = {}
+        #: Where the files of the running batch came from (``_origins``); local folders only.
+        self._origins: Origins | None = None
         #: Each file's folded name (``fold_name``): the URL and the name as given.
         self._names: dict[str, tuple[str, str]] = {}
         #: Items handed back because another process holds their file: taken again (and then
@@ -241,6 +244,7 @@ class DownloadManager:
             server_named=not fixed and record is not None and record.name != name_from_url(url),
             may_defer=True,
             storage=self.storage,
+            origins=self._origins,
         )
 
     def _claim(self, url: str, path: Path) -> bool:
@@ -280,6 +284,8 @@ class DownloadManager:
             raise RuntimeError("use 'async with DownloadManager(...)' before run()")
         if self.storage is None:
             _busy.reserve(self, self._claims)
+            # Keyed by this batch's folded names: memory follows the batch, not the folder.
+            self._origins = Origins(self.dest, self._names)
         self.worker.start_batch()
         if self.hooks is not None and self.hooks.subscribed():
             self._dispatch = Dispatcher(self.hooks)
@@ -296,6 +302,9 @@ class DownloadManager:
             raise
         finally:
             _busy.release(self)
+            if self._origins is not None:
+                self._origins.close()
+                self._origins = None
             self.tracker.close()
             if self._dispatch is not None:
                 dispatch, self._dispatch = self._dispatch, None

@@ -8,7 +8,7 @@ Records are written atomically and before the bytes they describe, so a killed p
 nothing that could be mistaken for more than it is.  The state folder and its records are never
 reached through a link planted in ``dest`` (``O_NOFOLLOW``, descriptors relative to the folder):
 whatever ``dest`` contains, nbdl writes nothing outside it.  The folder also holds the lock file
-of the processes sharing ``dest`` (see ``_locks``).
+of the processes sharing ``dest`` (see ``_locks``) and the origin of each file (``_origins``).
 """
 
 from __future__ import annotations

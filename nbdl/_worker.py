@@ -44,6 +44,7 @@ from ._models import (
     check_int,
 )
 from ._naming import sanitize_filename
+from ._origins import Origins
 from ._processors import Extract, ProcessJob, Processor
 from ._storage import Storage
 from ._urls import origin, redact_url
@@ -125,6 +126,8 @@ class WorkItem:
     #: Where the bytes go when ``dest`` is not a local folder (an object store, say): the body
     #: is then streamed to it, and nothing of this item touches the local file system.
     storage: Storage | None = None
+    #: Which URL each file of ``dest`` came from (see ``_origins``); None: not known.
+    origins: Origins | None = None
     _path: Path | None = field(default=None, repr=False)
 
     @property
@@ -420,6 +423,15 @@ class DownloadWorker:
             digest = await asyncio.to_thread(_hash_file, final, item.checksum, size)
             if digest != item.checksum.hexdigest:
                 return False
+        elif item.origins is not None and item.origins.from_elsewhere(item.name, item.url):
+            # Without a checksum only its origin tells whose file it is: another URL's file is
+            # never reported as this one's, nor silently replaced.
+            raise FileSystemError(
+                f"{final} holds the file of another URL (downloaded there earlier); pass "
+                "overwrite=True to replace it with this one, or give this download a "
+                "FileConfig(filename=...)",
+                url=redact_url(item.url),
+            )
         # A process killed between the rename and the record delete leaves an incomplete
         # record by a complete file: it is stale, whoever finds it removes it.
         if item.has_record:
@@ -624,6 +636,8 @@ class DownloadWorker:
                 await asyncio.sleep(delay)
                 continue
             self._finish_record(item)
+            if item.origins is not None:
+                item.origins.record(item.name, item.url)
             if item.source_index:
                 note: str | None = f"from mirror {item.source_index}: {redact_url(item.source)}"
             else:

@@ -36,6 +36,6 @@ def dest(tmp_path: Path) -> Path:
 
 
 def leftovers(dest: Path) -> list[str]:
-    """Everything under ``dest`` but nbdl's lock file (which stays, see ``nbdl._locks``)."""
+    """Everything under ``dest`` but nbdl's lock and origins files (they stay)."""
     found = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
-    return [name for name in found if name not in (".nbdl", ".nbdl/lock")]
+    return [name for name in found if name not in (".nbdl", ".nbdl/lock", ".nbdl/origins")]
