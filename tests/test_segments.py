@@ -85,7 +85,9 @@ async def test_automatic_ramp_up_reaches_the_per_host_cap_behind_a_connection_ca
 ) -> None:
     """Each connection capped at 4 MiB/s: connections grow 1, 4, 8 (the cap), bytes exact."""
     monkeypatch.setattr(_segments, "AUTO_PROBE_SECONDS", 0.1)
-    size = 32 * MIB
+    # Two seconds at the cap: the last connection opens long before the file runs out of
+    # pieces, even on a busy machine (at 32 MiB one CI run saw at most 7 at once).
+    size = 64 * MIB
     url = server.url("/data/capped.bin", size=size, rate=4 * MIB)
     info = await _one(url, dest, max_per_host=8)
     assert info.status is nbdl.DownloadStatus.COMPLETED
@@ -104,12 +106,13 @@ async def test_ramp_up_goes_on_when_several_capped_connections_add_up_to_fast(
     monkeypatch.setattr(_segments, "AUTO_PROBE_SECONDS", 0.1)
     # Above one capped connection, below four: it once stopped the ramp-up at four.
     monkeypatch.setattr(_segments, "AUTO_FAST_BYTES", 10 * MIB)
-    size = 32 * MIB
+    size = 64 * MIB
     url = server.url("/data/sum.bin", size=size, rate=4 * MIB)
     info = await _one(url, dest, max_per_host=8)
     assert info.status is nbdl.DownloadStatus.COMPLETED
     assert (dest / "sum.bin").read_bytes() == content_for("sum.bin", size)
-    assert server.max_in_flight in (8, 9)  # 9: the closed first answer, see above
+    # Stopped at four it is 4 or 5 (the closed first answer, see above); the cap is 8.
+    assert 5 < server.max_in_flight <= 9
 
 
 async def test_automatic_ramp_up_stops_when_the_link_is_the_limit(
