@@ -19,24 +19,32 @@ _lock = threading.Lock()
 _owners: dict[str, int] = {}
 
 
-def _key(path: Path) -> str:
-    # abspath, not resolve(): no system call per file, and the same spelling in one process.
+def _key(folder: str, name: str) -> str:
     # The name folded: two names that macOS and Windows take for one file are one file here.
-    folder, sep, name = os.path.abspath(path).rpartition(os.sep)
-    return f"{folder}{sep}{fold_name(name)}"
+    return f"{folder}{os.sep}{fold_name(name)}"
 
 
-def reserve(owner: object, paths: Iterable[Path]) -> None:
-    """Mark ``paths`` as written by ``owner``; raise if another batch is writing any of them."""
-    keys = {_key(p) for p in paths}
+def _folder(path: Path) -> str:
+    # abspath, not resolve(): no system call, and the same spelling in one process.
+    return os.path.abspath(path)
+
+
+def reserve(owner: object, folder: Path, names: Iterable[str]) -> None:
+    """Mark the files ``names`` of ``folder`` as written by ``owner``.
+
+    Raises ``BatchConflictError`` if another batch is writing any of them.
+    """
+    base = _folder(folder)
+    keys = {_key(base, name): name for name in names}
     token = id(owner)
     with _lock:
         taken = sorted(k for k in keys if _owners.get(k, token) != token)
         if taken:
             more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
             raise BatchConflictError(
-                f"{taken[0]}{more} is being downloaded by another batch in this process "
-                "(a background job?); wait for it, or download into another folder"
+                f"{os.path.join(base, keys[taken[0]])}{more} is being downloaded by another "
+                "batch in this process (a background job?); wait for it, or download into "
+                "another folder"
             )
         for key in keys:
             _owners[key] = token
@@ -44,7 +52,7 @@ def reserve(owner: object, paths: Iterable[Path]) -> None:
 
 def add(owner: object, path: Path) -> bool:
     """Reserve one more path for ``owner``; False if another batch is writing it."""
-    key, token = _key(path), id(owner)
+    key, token = _key(_folder(path.parent), path.name), id(owner)
     with _lock:
         return _owners.setdefault(key, token) == token
 

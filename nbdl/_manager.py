@@ -101,10 +101,10 @@ class DownloadManager:
         #: Set by ``queue_all`` when ``dest`` has no state folder: then no URL has a record, and
         #: a failed lookup per URL (a hash, a path, an open) is skipped.
         self._no_records = False
-        self._claims: dict[Path, str] = {}
         #: Where the files of the running batch came from (``_origins``); local folders only.
         self._origins: Origins | None = None
-        #: Each file's folded name (``fold_name``): the URL and the name as given.
+        #: Each file's folded name (``fold_name``): the URL that claimed it and the name as
+        #: given.  Names that fold alike are one file on macOS and Windows, so one claim.
         self._names: dict[str, tuple[str, str]] = {}
         #: Items handed back because another process holds their file: taken again (and then
         #: waited for) once the queue is empty, so workers meanwhile do other files.
@@ -183,7 +183,6 @@ class DownloadManager:
                 "are composed); give one of them a FileConfig(filename=...)"
             )
         self._names[folded] = (url, name)
-        self._claims[path] = url
         self._queued.add(url)
         self._order.append(url)
         if config is not None:
@@ -248,12 +247,9 @@ class DownloadManager:
         )
 
     def _claim(self, url: str, path: Path) -> bool:
-        owner = self._claims.setdefault(path, url)
-        named = self._names.setdefault(self._fold(path.name), (url, path.name))
+        owner, _ = self._names.setdefault(self._fold(path.name), (url, path.name))
         # Object keys are not local paths: other batches' folders are no concern of theirs.
-        return (
-            owner == url and named[0] == url and (self.storage is not None or _busy.add(self, path))
-        )
+        return owner == url and (self.storage is not None or _busy.add(self, path))
 
     def _fold(self, name: str) -> str:
         """The key that two names of one file share (object keys: the name itself)."""
@@ -283,7 +279,7 @@ class DownloadManager:
         if self._client is None:
             raise RuntimeError("use 'async with DownloadManager(...)' before run()")
         if self.storage is None:
-            _busy.reserve(self, self._claims)
+            _busy.reserve(self, self.dest, (name for _, name in self._names.values()))
             # Keyed by this batch's folded names: memory follows the batch, not the folder.
             self._origins = Origins(self.dest, self._names)
         self.worker.start_batch()

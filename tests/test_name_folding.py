@@ -114,6 +114,18 @@ def test_two_batches_of_one_process_share_a_name_whatever_its_case(tmp_path: Pat
         _busy.release(second)
 
 
+def test_a_batch_refused_for_a_case_variant_is_told_its_own_name(tmp_path: Path) -> None:
+    """The conflict error names the file as the refused batch spelled it, not its folded key."""
+    first, second = object(), object()
+    try:
+        _busy.reserve(first, tmp_path, ["Data.CSV"])
+        with pytest.raises(nbdl.BatchConflictError, match=r"Data\.csv is being downloaded"):
+            _busy.reserve(second, tmp_path, ["Data.csv"])
+    finally:
+        _busy.release(first)
+        _busy.release(second)
+
+
 def test_processes_lock_one_byte_for_names_that_fold_alike() -> None:
     """Names that fold alike take one lock byte, so two processes cannot write them at once."""
     assert FolderLocks._offset("Data.csv") == FolderLocks._offset("data.CSV")
