@@ -63,10 +63,8 @@ class Origins:
         fd = self._open()
         if fd is None:
             return
-        key = origin_key(url)
-        with contextlib.suppress(OSError):  # best effort: without it a file is "unknown"
-            os.write(fd, f"{key}\t{name}\n".encode())
-        self._known[fold_name(name)] = key
+        with contextlib.suppress(OSError):  # best effort: without it the file is "unknown"
+            os.write(fd, f"{origin_key(url)}\t{name}\n".encode())
 
     def from_elsewhere(self, name: str, url: str) -> bool:
         """True when the last download saved as ``name`` came from another URL than ``url``."""
@@ -79,12 +77,10 @@ class Origins:
         return key is not None and key != origin_key(url)
 
     def close(self) -> None:
-        """Release the file (a later call opens it again)."""
+        """Release the file."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-            self._offset = 0
-            self._known.clear()
 
     def _open(self) -> int | None:
         if self._fd is not None or self._unusable:
