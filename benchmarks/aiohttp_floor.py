@@ -13,7 +13,6 @@ seconds.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from bench import driver_options
 
 WORKERS = 16
 
@@ -57,14 +57,8 @@ async def rounds(urls: list[str], dest: Path, count: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--list", required=True)
-    parser.add_argument("--dest", required=True)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    with open(args.list, encoding="utf-8") as listing:
-        urls = [line.strip() for line in listing if line.strip()]
-    print(json.dumps({"seconds": asyncio.run(rounds(urls, Path(args.dest), args.rounds))}))
+    urls, dest, count = driver_options(__doc__, rounds=5)
+    print(json.dumps({"seconds": asyncio.run(rounds(urls, dest, count))}))
 
 
 if __name__ == "__main__":

@@ -589,6 +589,20 @@ def run_workload(
             )
 
 
+def driver_options(doc: str, rounds: int) -> tuple[list[str], Path, int]:
+    """What every in-process driver is given (``--list``, ``--dest``, ``--rounds``, see
+    ``json_driver``): its URLs, its scratch folder and its rounds.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--list", required=True, help="a file with one URL per line")
+    parser.add_argument("--dest", required=True, help="a scratch folder")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    args = parser.parse_args()
+    with open(args.list, encoding="utf-8") as listing:
+        urls = [line.strip() for line in listing if line.strip()]
+    return urls, Path(args.dest), args.rounds
+
+
 def json_driver(script: str, *args: str) -> dict[str, Any] | None:
     """Run one of the bench's in-process drivers; the JSON of its last line, or None.
 

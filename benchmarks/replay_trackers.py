@@ -13,7 +13,6 @@ events.  A tracker's own cost is its time minus the plain one's.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -25,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench import driver_options
 from rich.console import Console
 
 import nbdl
@@ -65,16 +65,10 @@ def replay(tracker: Any, events: list[Event]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--list", required=True)
-    parser.add_argument("--dest", required=True)
-    parser.add_argument("--rounds", type=int, default=15)
-    args = parser.parse_args()
-    with open(args.list) as listing:
-        urls = [line.strip() for line in listing if line.strip()]
+    urls, dest, rounds = driver_options(__doc__, rounds=15)
     recorder = Recorder()
-    results = asyncio.run(nbdl.fetch(urls, args.dest, max_workers=16, tracker=recorder))
-    shutil.rmtree(args.dest, ignore_errors=True)
+    results = asyncio.run(nbdl.fetch(urls, dest, max_workers=16, tracker=recorder))
+    shutil.rmtree(dest, ignore_errors=True)
     if results.failed:
         raise SystemExit(f"replay_trackers: {len(results.failed)} downloads failed")
     makers: dict[str, Callable[[], Any]] = {
@@ -87,7 +81,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in makers}
     # Outside a kernel the notebook display prints its widgets' text form: not its cost in one.
     with contextlib.redirect_stdout(io.StringIO()):
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for name, make in makers.items():
                 tracker = make()
                 gc.collect()

@@ -18,7 +18,6 @@ line: the in-process seconds and user CPU seconds of every batch, by tracker, in
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import balanced_orders
+from bench import balanced_orders, driver_options
 from run_nbdl import make_tracker
 
 import nbdl
@@ -54,14 +53,7 @@ def batch(urls: list[str], dest: Path, name: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--list", required=True)
-    parser.add_argument("--dest", required=True)
-    parser.add_argument("--rounds", type=int, default=60)
-    args = parser.parse_args()
-    with open(args.list, encoding="utf-8") as listing:
-        urls = [line.strip() for line in listing if line.strip()]
-    dest = Path(args.dest)
+    urls, dest, rounds = driver_options(__doc__, rounds=60)
     seconds: dict[str, list[float]] = {name: [] for name in NAMES}
     user: dict[str, list[float]] = {name: [] for name in NAMES}
     orders = balanced_orders(len(NAMES))
@@ -69,13 +61,13 @@ def main() -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         for name in NAMES:
             batch(urls, dest / f"warm-{name}", name)
-        for number in range(args.rounds):
+        for number in range(rounds):
             for index in orders[number % len(orders)]:
                 name = NAMES[index]
                 elapsed, cpu = batch(urls, dest / f"{name}-{number}", name)
                 seconds[name].append(elapsed)
                 user[name].append(cpu)
-    print(json.dumps({"rounds": args.rounds, "seconds": seconds, "user": user}))
+    print(json.dumps({"rounds": rounds, "seconds": seconds, "user": user}))
 
 
 if __name__ == "__main__":
